@@ -1,0 +1,189 @@
+"""Command-line entry point: each subcommand is a thin call into a module.
+
+Heavy imports (torch, Lightning) happen inside the handlers so ``--help`` and argument errors are instant.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import warnings
+
+from imgcls.errors import ImgclsError
+
+TRAIN_FLAGS = {  # flag -> (config field, type, help)
+    "--epochs": ("epochs", int, "number of epochs (recipe: 100)"),
+    "--batch-size": ("batch_size", int, "batch size per device (recipe: 64)"),
+    "--lr": ("lr", float, "Adam learning rate (recipe: 1e-3)"),
+    "--weight-decay": ("weight_decay", float, "Adam weight decay (recipe: 1e-4)"),
+    "--plateau-factor": ("plateau_factor", float, "ReduceLROnPlateau factor (recipe: 0.5)"),
+    "--plateau-patience": ("plateau_patience", int, "ReduceLROnPlateau patience (recipe: 3)"),
+    "--image-size": ("image_size", int, "square input size in px (default: the model's, 224 for the reference)"),
+    "--augment": ("augment", str, "train augmentation: reference | light | none"),
+    "--finetune": ("finetune", str, "head (frozen backbone) | full; default head when pretrained"),
+    "--val-split": ("val_split", float, "hold out this fraction of a single ImageFolder root (stratified)"),
+    "--num-classes": ("num_classes", int, "expected number of classes; checked against the data"),
+    "--workers": ("workers", int, "DataLoader workers (default: cores - 1)"),
+    "--seed": ("seed", int, "random seed (default 42)"),
+    "--early-stop": ("early_stop", int, "stop after this many epochs without val_loss improvement"),
+    "--accelerator": ("accelerator", str, "auto | cpu | gpu"),
+    "--precision": ("precision", str, "Lightning precision, e.g. 32-true, bf16-mixed (default: auto)"),
+}
+RESUMABLE = {"epochs", "workers", "early_stop", "data", "accelerator"}
+
+
+def _add_train_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", help="YAML file of options (defaults < YAML < flags)")
+    p.add_argument("--data", help="dataset folder")
+    for flag, (dest, typ, help_) in TRAIN_FLAGS.items():
+        p.add_argument(flag, dest=dest, type=typ, default=None, help=help_)
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--pretrained", dest="pretrained", action="store_true", default=None,
+                   help="start from ImageNet weights (default when the model has them)")  # fmt: skip
+    g.add_argument("--no-pretrained", dest="pretrained", action="store_false", help="random initialisation")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (one line per epoch still)")
+
+
+def _overrides(args: argparse.Namespace) -> dict:
+    keys = [dest for dest, _, _ in TRAIN_FLAGS.values()] + ["data", "pretrained", "model", "out"]
+    return {k: getattr(args, k, None) for k in keys if getattr(args, k, None) is not None}
+
+
+def cmd_models(args) -> int:
+    from imgcls.models.profile import count_gflops, count_params
+    from imgcls.models.registry import create_model, get_model_info, list_models
+
+    print(f"{'model':<20}{'params':>14}{'GFLOPs':>9}{'size':>6}  weights")
+    for name in list_models():
+        info = get_model_info(name)
+        model = create_model(name, args.num_classes, pretrained=False)
+        params, _ = count_params(model)
+        gflops = count_gflops(model, info.default_image_size)
+        weights = info.weights or "none (trains from scratch)"
+        print(f"{name:<20}{params:>14,}{gflops:>9.3f}{info.default_image_size:>6}  {weights}")
+    print(f"(params with a {args.num_classes}-class head; GFLOPs per image, multiply-add = 1 FLOP)")
+    return 0
+
+
+def cmd_demo_data(args) -> int:
+    from imgcls.data.demo import write_demo_dataset
+
+    out = write_demo_dataset(args.out, per_class=args.per_class, size=args.size, seed=args.seed)
+    print(f"wrote the demo dataset to {out}")
+    return 0
+
+
+def cmd_train(args) -> int:
+    from imgcls.config import resolve_config
+    from imgcls.engine.train import resume_config, train
+
+    overrides = _overrides(args)
+    if args.resume is not None:
+        run_dir = args.out if args.resume is True else args.resume
+        if not run_dir:
+            raise ImgclsError("--resume needs the run folder: --resume runs/NAME (or --out runs/NAME --resume)")
+        fixed = sorted(set(overrides) - RESUMABLE - {"out"} - ({"model"} if args.model is None else set()))
+        if fixed or args.config:
+            raise ImgclsError(f"a resumed run keeps its config; only {', '.join(sorted(RESUMABLE))} may change "
+                              f"(got {', '.join(fixed) or '--config'})")  # fmt: skip
+        cfg = resume_config(run_dir, overrides)
+    else:
+        if not args.model and not args.config:
+            raise ImgclsError("choose a model with --model NAME (see: imgcls models)")
+        cfg = resolve_config(args.config, overrides)
+    paths = train(cfg, resume=args.resume is not None, progress=not args.no_progress)
+    from imgcls.rundir import read_json
+
+    summary = read_json(paths.summary)
+    print(f"done: best val_acc {summary.get('best_val_acc', float('nan')):.4f} at epoch {summary.get('best_epoch')}, "
+          f"{summary.get('train_seconds', 0):.1f}s -> {paths.root}")  # fmt: skip
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from imgcls.evaluate import evaluate
+
+    r = evaluate(args.run, data=args.data, split=args.split, batch_size=args.batch_size, workers=args.workers)
+    top5 = f"  top-5 {r['top5']:.4f}" if r["top5"] is not None else ""
+    print(f"{r['split']}: {r['images']} images  top-1 {r['top1']:.4f}{top5}  macro-F1 {r['macro_f1']:.4f}")
+    width = max(len(row["class"]) for row in r["per_class"])
+    print(f"  {'class':<{width}}  support  precision  recall     f1")
+    for row in r["per_class"]:
+        print(f"  {row['class']:<{width}}  {row['support']:>7}  {row['precision']:>9.3f}  {row['recall']:>6.3f}  "
+              f"{row['f1']:>5.3f}")  # fmt: skip
+    print(f"wrote {r['out']}/ (metrics.json, per_class.csv, confusion_matrix.csv/.png)")
+    return 0
+
+
+def cmd_predict(args) -> int:
+    from imgcls.predict import predict
+
+    r = predict(args.run, args.inputs, out=args.out, topk=args.topk, batch_size=args.batch_size,
+                workers=args.workers)  # fmt: skip
+    for name, cls, prob in r["first"]:
+        print(f"  {name}: {cls} ({prob:.3f})")
+    more = f" ({len(r['skipped'])} unreadable, skipped: {', '.join(r['skipped'][:5])})" if r["skipped"] else ""
+    print(f"wrote {r['predicted']} predictions to {r['out']}{more}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="imgcls", description="Train, evaluate, compare and serve image classifiers.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("models", help="list the registered models")
+    p.add_argument("--num-classes", type=int, default=11)
+    p.set_defaults(func=cmd_models)
+
+    p = sub.add_parser("demo-data", help="write the synthetic demo dataset (Food-11 flat layout)")
+    p.add_argument("out")
+    p.add_argument("--per-class", type=int, default=150, help="training images per class (val/eval: 30%%)")
+    p.add_argument("--size", type=int, default=64, help="image side in px")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_demo_data)
+
+    p = sub.add_parser("train", help="train one model into a run folder")
+    p.add_argument("--model", help="model spec name[:key=value,...], e.g. attn_cnn:num_heads=4")
+    p.add_argument("--out", help="run folder (default runs/<model>)")
+    p.add_argument("--resume", nargs="?", const=True, default=None, metavar="RUN",
+                   help="continue RUN (or --out) from its last checkpoint")  # fmt: skip
+    _add_train_flags(p)
+    p.set_defaults(func=cmd_train)
+
+    for name, func, help_ in (("evaluate", cmd_evaluate, "evaluate a run on a labelled split"),
+                              ("predict", cmd_predict, "predict files or folders into a CSV")):  # fmt: skip
+        p = sub.add_parser(name, help=help_)
+        p.add_argument("run", help="run folder" + (" (or an ImageNet model name, e.g. efficientnet_lite0)"
+                                                   if name == "predict" else ""))  # fmt: skip
+        if name == "evaluate":
+            p.add_argument("--data", help="dataset folder (default: the one the run trained on)")
+            p.add_argument("--split", default="evaluation", help="evaluation | validation | training")
+        else:
+            p.add_argument("inputs", nargs="+", help="image files or folders")
+            p.add_argument("--out", default="preds.csv")
+            p.add_argument("--topk", type=int, default=0, help="add the top K class names and probabilities")
+        p.add_argument("--batch-size", type=int, default=64)
+        p.add_argument("--workers", type=int, default=None)
+        p.set_defaults(func=func)
+    return parser
+
+
+def _quiet_libraries() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+    warnings.filterwarnings("ignore", message=".*litlogger.*")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    _quiet_libraries()
+    try:
+        return args.func(args)
+    except ImgclsError as exc:
+        print(f"imgcls: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("imgcls: interrupted", file=sys.stderr)
+        return 130

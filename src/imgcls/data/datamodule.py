@@ -1,0 +1,53 @@
+"""LightningDataModule over discovered splits: streams images from disk, decoding in workers."""
+from __future__ import annotations
+
+import os
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader
+
+from imgcls.data.dataset import ImageDataset, collate_skip_bad
+from imgcls.data.layouts import DatasetSplits
+from imgcls.data.transforms import build_eval_transform, build_train_transform
+
+
+def default_workers() -> int:
+    """One core stays with the main process (the model); the rest decode. 2 cores -> 1 worker."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(0, min(8, cpus - 1))
+
+
+def make_loader(dataset, *, batch_size: int, workers: int, shuffle: bool, seed: int | None = None) -> DataLoader:
+    generator = torch.Generator().manual_seed(seed) if seed is not None else None
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=shuffle,
+        num_workers=workers,
+        persistent_workers=workers > 0,
+        pin_memory=torch.cuda.is_available(),
+        collate_fn=collate_skip_bad,
+        generator=generator,
+    )
+
+
+class ImageDataModule(L.LightningDataModule):
+    def __init__(
+        self, splits: DatasetSplits, *, image_size: int, augment: str, batch_size: int, workers: int, seed: int
+    ):
+        super().__init__()
+        self.splits = splits
+        self.image_size = image_size
+        self.augment = augment
+        self.batch_size = batch_size
+        self.workers = workers
+        self.seed = seed
+
+    def train_dataloader(self) -> DataLoader:
+        ds = ImageDataset(self.splits.train, build_train_transform(self.image_size, self.augment))
+        return make_loader(ds, batch_size=self.batch_size, workers=self.workers, shuffle=True, seed=self.seed)
+
+    def val_dataloader(self) -> DataLoader:
+        ds = ImageDataset(self.splits.val, build_eval_transform(self.image_size))
+        return make_loader(ds, batch_size=self.batch_size, workers=self.workers, shuffle=False)

@@ -1,0 +1,91 @@
+"""Callbacks that write the run directory's metrics.csv and summary.json as training goes."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import Callback
+
+from imgcls.rundir import RunPaths, read_metrics, write_json, write_metrics
+
+
+def summarize(rows: list[dict[str, Any]], static: dict[str, Any]) -> dict[str, Any]:
+    """summary.json from the per-epoch rows: every number in it can be traced back to metrics.csv."""
+    summary = dict(static)
+    if rows:
+        best = max(rows, key=lambda r: (r["val_acc"], -r["epoch"]))
+        seconds = sum(r["epoch_seconds"] for r in rows)
+        summary.update(
+            best_val_acc=best["val_acc"],
+            best_val_acc5=best.get("val_acc5"),
+            best_epoch=best["epoch"],
+            final_val_acc=rows[-1]["val_acc"],
+            final_val_loss=rows[-1]["val_loss"],
+            epochs_completed=rows[-1]["epoch"],
+            train_seconds=round(seconds, 3),
+            seconds_per_epoch=round(seconds / len(rows), 3),
+        )
+    return summary
+
+
+class RunFilesCallback(Callback):
+    """Appends one metrics.csv row per epoch (before checkpoints are saved) and refreshes summary.json.
+
+    The row is written in ``on_validation_end``, which Lightning runs before ModelCheckpoint's: if a
+    kill lands between the two, the resumed run redoes that epoch and its row is replaced, so every
+    epoch appears exactly once.
+    """
+
+    def __init__(self, paths: RunPaths, static_summary: dict[str, Any]):
+        self.paths = paths
+        self.static = dict(static_summary)
+        self.rows: list[dict[str, Any]] = []
+        self._t0 = 0.0
+        self._lr = 0.0
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # Runs after a checkpoint is restored. On resume, current_epoch is the first epoch still to run; rows from an unfinished epoch go.
+        self.rows = [r for r in read_metrics(self.paths.metrics) if r["epoch"] <= trainer.current_epoch]
+        if trainer.is_global_zero:
+            write_metrics(self.paths.metrics, self.rows)
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._t0 = time.perf_counter()
+        self._lr = trainer.optimizers[0].param_groups[0]["lr"]
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking:
+            return
+        m = trainer.callback_metrics
+        value = lambda k: float(m[k]) if k in m else None  # noqa: E731
+        row = {
+            "epoch": trainer.current_epoch + 1,
+            **pl_module.epoch_train_metrics(),
+            "val_loss": value("val_loss"),
+            "val_acc": value("val_acc"),
+            "val_acc5": value("val_acc5"),
+            "lr": self._lr,
+            "epoch_seconds": time.perf_counter() - self._t0,
+        }
+        self.rows = [r for r in self.rows if r["epoch"] < row["epoch"]] + [row]
+        if trainer.is_global_zero:
+            write_metrics(self.paths.metrics, self.rows)
+            write_json(self.paths.summary, summarize(self.rows, {**self.static, "complete": False}))
+            pl_module.print(
+                f"epoch {row['epoch']}/{trainer.max_epochs}  train_loss {row['train_loss']:.4f}  "
+                f"train_acc {row['train_acc']:.4f}  val_loss {row['val_loss']:.4f}  val_acc {row['val_acc']:.4f}  "
+                f"lr {row['lr']:.2g}  {row['epoch_seconds']:.1f}s"
+            )
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.is_global_zero:
+            stopped = trainer.early_stopping_callback is not None and trainer.early_stopping_callback.stopped_epoch > 0
+            summary = summarize(self.rows, {**self.static, "complete": True, "early_stopped": bool(stopped)})
+            write_json(self.paths.summary, summary)
+
+
+def device_name() -> str:
+    return torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"

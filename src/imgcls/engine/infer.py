@@ -1,0 +1,88 @@
+"""Load a trained model from a run directory (or an ImageNet model by name) and run batched inference."""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from imgcls.config import load_run_config
+from imgcls.data.dataset import ImageDataset
+from imgcls.data.datamodule import default_workers, make_loader
+from imgcls.data.layouts import Sample
+from imgcls.data.transforms import build_eval_transform
+from imgcls.errors import ImgclsError
+from imgcls.models.registry import _ensure_loaded, _REGISTRY, create_model, parse_model_spec
+from imgcls.models.weights import load_state_dict_file
+from imgcls.rundir import RunPaths, open_run, read_json
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class LoadedModel:
+    model: nn.Module
+    classes: list[str]
+    image_size: int
+    name: str
+    paths: RunPaths | None  # None for a stock ImageNet model
+
+
+def load_run(run_dir: str | Path, *, checkpoint: str = "best") -> LoadedModel:
+    paths = open_run(run_dir, checkpoint=checkpoint)
+    cfg = load_run_config(paths.config)
+    classes = read_json(paths.classes)
+    name, kwargs = parse_model_spec(cfg.model)
+    # Weights come from the checkpoint; pretrained=False so nothing is downloaded here.
+    model = create_model(name, len(classes), pretrained=False, image_size=cfg.image_size, **kwargs)
+    ckpt = paths.best if checkpoint == "best" else paths.last
+    state = load_state_dict_file(ckpt)
+    weights = {k.removeprefix("model."): v for k, v in state.get("state_dict", {}).items() if k.startswith("model.")}
+    try:
+        model.load_state_dict(weights)
+    except RuntimeError as exc:
+        raise ImgclsError(f"{ckpt} does not fit model {cfg.model!r}: {str(exc).splitlines()[0]}") from None
+    return LoadedModel(model.eval(), classes, cfg.image_size, cfg.model, paths)
+
+
+def imagenet_categories() -> list[str]:
+    from torchvision.models import EfficientNet_B0_Weights
+
+    return list(EfficientNet_B0_Weights.IMAGENET1K_V1.meta["categories"])
+
+
+def load_model_or_run(ref: str | Path) -> LoadedModel:
+    """A run folder, or (when no such folder exists) a registry model name with its ImageNet head."""
+    _ensure_loaded()
+    ref_s = str(ref)
+    if not Path(ref_s).exists() and ref_s in _REGISTRY and _REGISTRY[ref_s].has_weights:
+        model = create_model(ref_s, 1000, pretrained=True)
+        return LoadedModel(model.eval(), imagenet_categories(), _REGISTRY[ref_s].default_image_size, ref_s, None)
+    return load_run(ref)
+
+
+@torch.no_grad()
+def predict_probs(
+    model: nn.Module, samples: list[Sample], image_size: int, *, batch_size: int = 64, workers: int | None = None
+) -> tuple[torch.Tensor, list[int]]:
+    """Softmax probabilities for the samples that decoded, and their indices into ``samples``."""
+    dataset = ImageDataset(samples, build_eval_transform(image_size), with_index=True)
+    workers = default_workers() if workers is None else workers
+    loader = make_loader(dataset, batch_size=batch_size, workers=min(workers, max(0, len(samples) // batch_size)),
+                         shuffle=False)  # fmt: skip
+    model.eval()
+    device = next(model.parameters()).device
+    probs, kept = [], []
+    for batch in loader:
+        if batch is None:
+            continue
+        x, _, idx = batch
+        probs.append(model(x.to(device)).float().softmax(dim=1).cpu())
+        kept += idx.tolist()
+    skipped = len(samples) - len(kept)
+    if skipped:
+        log.warning("%d of %d images could not be decoded and were skipped", skipped, len(samples))
+    n_classes = probs[0].shape[1] if probs else 0
+    return (torch.cat(probs) if probs else torch.zeros(0, n_classes)), kept

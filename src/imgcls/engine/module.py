@@ -1,0 +1,97 @@
+"""The LightningModule: cross-entropy, torchmetrics accuracy, Adam + ReduceLROnPlateau on val_loss."""
+from __future__ import annotations
+
+import lightning as L
+import torch
+from torch import nn
+from torchmetrics import MeanMetric
+from torchmetrics.classification import MulticlassAccuracy
+
+
+class ClassifierModule(L.LightningModule):
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        num_classes: int,
+        lr: float,
+        weight_decay: float,
+        plateau_factor: float,
+        plateau_patience: int,
+        head: str | None = None,
+    ):
+        """``head``: attribute path of the classifier; when given only it trains (frozen backbone)."""
+        super().__init__()
+        self.model = model
+        self.head = head
+        self.lr, self.weight_decay = lr, weight_decay
+        self.plateau_factor, self.plateau_patience = plateau_factor, plateau_patience
+        self.loss_fn = nn.CrossEntropyLoss()
+        self.train_loss = MeanMetric()
+        self.train_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.val_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.val_acc5 = MulticlassAccuracy(num_classes, top_k=5, average="micro") if num_classes >= 6 else None
+        if head is not None:
+            for p in self.model.parameters():
+                p.requires_grad_(False)
+            for p in self.model.get_submodule(head).parameters():
+                p.requires_grad_(True)
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if self.head is not None:
+            # Frozen backbone: BatchNorm keeps its ImageNet statistics and Dropout stays off.
+            self.model.eval()
+            self.model.get_submodule(self.head).train(mode)
+        return self
+
+    def on_train_epoch_start(self):
+        # Lightning leaves modules in the mode they were built in; apply the frozen-backbone modes.
+        self.train()
+
+    def on_fit_start(self):
+        # NHWC convolutions are ~1.8x faster for these models on CPU (oneDNN) and on tensor-core GPUs.
+        self.model.to(memory_format=torch.channels_last)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x.contiguous(memory_format=torch.channels_last))
+
+    def training_step(self, batch, batch_idx):
+        if batch is None:  # every image of this batch failed to decode (already logged)
+            return None
+        x, y = batch
+        logits = self(x)
+        loss = self.loss_fn(logits, y)
+        self.train_loss.update(loss.detach(), weight=len(y))
+        self.train_acc.update(logits.detach(), y)
+        self.log("loss", loss.detach(), on_step=True, on_epoch=False, prog_bar=True, batch_size=len(y))
+        return loss
+
+    def on_train_epoch_end(self):
+        self.train_loss.reset()
+        self.train_acc.reset()
+
+    def validation_step(self, batch, batch_idx):
+        if batch is None:
+            return None
+        x, y = batch
+        logits = self(x)
+        n = len(y)
+        self.log("val_loss", self.loss_fn(logits, y), on_epoch=True, prog_bar=True, batch_size=n, sync_dist=True)
+        self.val_acc.update(logits, y)
+        self.log("val_acc", self.val_acc, on_epoch=True, prog_bar=True, batch_size=n)
+        if self.val_acc5 is not None:
+            self.val_acc5.update(logits, y)
+            self.log("val_acc5", self.val_acc5, on_epoch=True, batch_size=n)
+
+    def epoch_train_metrics(self) -> dict[str, float]:
+        """Train loss/accuracy of the epoch so far (synced across processes by torchmetrics)."""
+        return {"train_loss": float(self.train_loss.compute()), "train_acc": float(self.train_acc.compute())}
+
+    def configure_optimizers(self):
+        params = [p for p in self.parameters() if p.requires_grad]
+        optimizer = torch.optim.Adam(params, lr=self.lr, weight_decay=self.weight_decay)
+        scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            optimizer, mode="min", factor=self.plateau_factor, patience=self.plateau_patience
+        )
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "monitor": "val_loss"}}

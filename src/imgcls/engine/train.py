@@ -1,0 +1,186 @@
+"""``imgcls train``: resolve the config, build data + model, run Lightning, write the run directory."""
+from __future__ import annotations
+
+import json
+import logging
+import platform
+import time
+import warnings
+from dataclasses import replace
+from pathlib import Path
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, TQDMProgressBar
+
+from imgcls.config import TrainConfig, dump_config, load_run_config
+from imgcls.data.datamodule import ImageDataModule, default_workers
+from imgcls.data.layouts import DatasetSplits, discover
+from imgcls.data.transforms import AUGMENTS
+from imgcls.engine.callbacks import RunFilesCallback, device_name
+from imgcls.engine.module import ClassifierModule
+from imgcls.errors import ImgclsError
+from imgcls.models.profile import count_gflops, count_params
+from imgcls.models.registry import create_model, get_model_info, parse_model_spec, spec_to_dirname
+from imgcls.rundir import RunPaths, write_json
+
+log = logging.getLogger(__name__)
+
+
+def resolve_for_data(cfg: TrainConfig, splits: DatasetSplits) -> TrainConfig:
+    """Fill every 'auto' field so config.yaml holds exactly what ran."""
+    name, _ = parse_model_spec(cfg.model)
+    info = get_model_info(name)
+    n = len(splits.classes)
+    if cfg.num_classes is not None and cfg.num_classes != n:
+        raise ImgclsError(f"--num-classes {cfg.num_classes} does not match the data: {n} classes in {splits.root}")
+    if cfg.augment not in AUGMENTS:
+        raise ImgclsError(f"unknown --augment {cfg.augment!r}; use one of {', '.join(AUGMENTS)}")
+    pretrained = info.has_weights if cfg.pretrained is None else cfg.pretrained
+    finetune = cfg.finetune or ("head" if pretrained else "full")
+    if finetune not in ("head", "full"):
+        raise ImgclsError(f"--finetune must be head or full, got {cfg.finetune!r}")
+    for field in ("epochs", "batch_size"):
+        if getattr(cfg, field) < 1:
+            raise ImgclsError(f"--{field.replace('_', '-')} must be at least 1")
+    cuda = torch.cuda.is_available() and cfg.accelerator in ("auto", "gpu", "cuda")
+    precision = cfg.precision or (("bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed") if cuda else "32-true")
+    return replace(
+        cfg,
+        num_classes=n,
+        image_size=cfg.image_size or info.default_image_size,
+        pretrained=pretrained,
+        finetune=finetune,
+        workers=default_workers() if cfg.workers is None else cfg.workers,
+        precision=precision,
+        out=cfg.out or str(Path("runs") / spec_to_dirname(cfg.model)),
+    )
+
+
+def build_module(cfg: TrainConfig) -> ClassifierModule:
+    name, kwargs = parse_model_spec(cfg.model)
+    model = create_model(name, cfg.num_classes, pretrained=cfg.pretrained, image_size=cfg.image_size, **kwargs)
+    return ClassifierModule(
+        model,
+        num_classes=cfg.num_classes,
+        lr=cfg.lr,
+        weight_decay=cfg.weight_decay,
+        plateau_factor=cfg.plateau_factor,
+        plateau_patience=cfg.plateau_patience,
+        head=get_model_info(name).head if cfg.finetune == "head" else None,
+    )
+
+
+def _static_summary(cfg: TrainConfig, module: ClassifierModule, splits: DatasetSplits) -> dict:
+    params, trainable = count_params(module.model)
+    return {
+        "model": cfg.model,
+        "num_classes": cfg.num_classes,
+        "image_size": cfg.image_size,
+        "pretrained": cfg.pretrained,
+        "finetune": cfg.finetune,
+        "params": params,
+        "trainable_params": trainable,
+        "gflops": round(count_gflops(module.model, cfg.image_size), 4),
+        "train_images": len(splits.train),
+        "val_images": len(splits.val),
+        "epochs_requested": cfg.epochs,
+        "device": device_name(),
+        "precision": cfg.precision,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+    }
+
+
+def prepare_run(cfg: TrainConfig, *, resume: bool) -> tuple[TrainConfig, DatasetSplits, RunPaths]:
+    parse_model_spec(cfg.model)  # an unknown model is reported before the data is scanned
+    if not cfg.data:
+        raise ImgclsError("no data folder given: pass --data DIR")
+    splits = discover(cfg.data, val_split=cfg.val_split, seed=cfg.seed)
+    cfg = resolve_for_data(cfg, splits)
+    paths = RunPaths(Path(cfg.out))
+    if resume:
+        if not paths.last.is_file():
+            raise ImgclsError(f"cannot resume: {paths.last} not found (start a new run without --resume)")
+        saved = json.loads(paths.classes.read_text()) if paths.classes.is_file() else None
+        if saved is not None and saved != splits.classes:
+            raise ImgclsError(f"cannot resume: the classes in {cfg.data} differ from {paths.classes}")
+    elif paths.checkpoints.exists() and any(paths.checkpoints.iterdir()):
+        raise ImgclsError(
+            f"{paths.root} already holds a run; resume it with --resume {paths.root}, or choose another --out"
+        )
+    paths.root.mkdir(parents=True, exist_ok=True)
+    dump_config(cfg, paths.config)
+    write_json(paths.classes, splits.classes)
+    return cfg, splits, paths
+
+
+def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> RunPaths:
+    """Train one model with one config into ``cfg.out``; returns the run directory."""
+    cfg, splits, paths = prepare_run(cfg, resume=resume)
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    module = build_module(cfg)
+    datamodule = ImageDataModule(
+        splits,
+        image_size=cfg.image_size,
+        augment=cfg.augment,
+        batch_size=cfg.batch_size,
+        workers=cfg.workers,
+        seed=cfg.seed,
+    )
+    static = _static_summary(cfg, module, splits)
+    callbacks = [
+        RunFilesCallback(paths, static),
+        ModelCheckpoint(
+            dirpath=paths.checkpoints,
+            filename="best",
+            monitor="val_acc",
+            mode="max",
+            save_top_k=1,
+            save_last=True,
+            enable_version_counter=False,
+        ),
+    ]
+    if cfg.early_stop:
+        callbacks.append(EarlyStopping(monitor="val_loss", mode="min", patience=cfg.early_stop))
+    if progress:
+        callbacks.append(TQDMProgressBar())
+    on_cpu = not (torch.cuda.is_available() and cfg.accelerator in ("auto", "gpu", "cuda"))
+    trainer = L.Trainer(
+        max_epochs=cfg.epochs,
+        accelerator=cfg.accelerator,
+        devices=1,
+        precision=cfg.precision,
+        callbacks=callbacks,
+        logger=False,
+        default_root_dir=str(paths.root),
+        enable_progress_bar=progress,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        deterministic=on_cpu,  # free on CPU; on GPU it would cost speed
+        log_every_n_steps=1,
+    )
+    print(
+        f"training {cfg.model} on {len(splits.train)} images ({len(splits.classes)} classes, "
+        f"{len(splits.val)} for validation), {cfg.image_size}px, finetune={cfg.finetune}, "
+        f"{static['trainable_params']:,}/{static['params']:,} trainable params -> {paths.root}"
+    )
+    with warnings.catch_warnings():
+        # Lightning's hint to raise num_workers does not fit small CPU machines; we pick them ourselves.
+        warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+        warnings.filterwarnings("ignore", message=".*exists and is not empty.*")  # expected when resuming
+        t0 = time.perf_counter()
+        trainer.fit(module, datamodule=datamodule, ckpt_path=str(paths.last) if resume else None)
+    log.info("fit took %.1fs", time.perf_counter() - t0)
+    return paths
+
+
+def resume_config(run_dir: str | Path, overrides: dict) -> TrainConfig:
+    """The saved config of a run, with flags (e.g. a larger --epochs) applied on top."""
+    paths = RunPaths(Path(run_dir))
+    if not paths.config.is_file():
+        raise ImgclsError(f"cannot resume: {paths.config} not found")
+    cfg = load_run_config(paths.config)
+    allowed = {"epochs", "workers", "early_stop", "data", "accelerator"}
+    changed = {k: v for k, v in overrides.items() if v is not None and k in allowed}
+    return replace(cfg, **changed, out=str(paths.root))

@@ -1,0 +1,37 @@
+"""``imgcls predict``: a CSV of predictions (``Id,Category``) for files or folders, labelled or not."""
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+from imgcls.data.layouts import unlabeled_samples
+from imgcls.engine.infer import load_model_or_run, predict_probs
+from imgcls.errors import ImgclsError
+
+
+def predict(ref: str, inputs: list[str], *, out: str | Path, topk: int = 0, batch_size: int = 64,
+            workers: int | None = None) -> dict:  # fmt: skip
+    loaded = load_model_or_run(ref)
+    samples = unlabeled_samples(inputs)
+    if topk < 0 or topk > len(loaded.classes):
+        raise ImgclsError(f"--topk must be between 0 and {len(loaded.classes)}")
+    probs, kept = predict_probs(loaded.model, samples, loaded.image_size, batch_size=batch_size, workers=workers)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    k = max(topk, 1)
+    top_p, top_i = probs.topk(k, dim=1) if len(kept) else (probs, probs.long())
+    with open(out, "w", newline="") as fh:
+        w = csv.writer(fh)
+        header = ["Id", "Category"]
+        for j in range(1, topk + 1):
+            header += [f"top{j}_class", f"top{j}_prob"]
+        w.writerow(header)
+        for row, idx in enumerate(kept):
+            line = [Path(samples[idx].path).stem, int(top_i[row, 0])]
+            for j in range(topk):
+                line += [loaded.classes[int(top_i[row, j])], f"{float(top_p[row, j]):.6f}"]
+            w.writerow(line)
+    skipped = [samples[i].path for i in sorted(set(range(len(samples))) - set(kept))]
+    return {"out": str(out), "predicted": len(kept), "skipped": skipped,
+            "first": [(Path(samples[kept[r]].path).name, loaded.classes[int(top_i[r, 0])], float(top_p[r, 0]))
+                      for r in range(min(len(kept), 5))]}  # fmt: skip

@@ -1,0 +1,111 @@
+"""The run directory contract (see docs): every training command writes one, every consumer reads one."""
+from __future__ import annotations
+
+import csv
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from imgcls.errors import ImgclsError
+
+METRICS_COLUMNS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "val_acc5", "lr", "epoch_seconds"]
+
+
+@dataclass(frozen=True)
+class RunPaths:
+    root: Path
+
+    @property
+    def config(self) -> Path:
+        return self.root / "config.yaml"
+
+    @property
+    def classes(self) -> Path:
+        return self.root / "classes.json"
+
+    @property
+    def metrics(self) -> Path:
+        return self.root / "metrics.csv"
+
+    @property
+    def summary(self) -> Path:
+        return self.root / "summary.json"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.root / "checkpoints"
+
+    @property
+    def best(self) -> Path:
+        return self.checkpoints / "best.ckpt"
+
+    @property
+    def last(self) -> Path:
+        return self.checkpoints / "last.ckpt"
+
+    @property
+    def bad_files(self) -> Path:
+        return self.root / "bad_files.txt"
+
+    @property
+    def eval_dir(self) -> Path:
+        return self.root / "eval"
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write to a temporary file and rename, so a kill never leaves half a file behind."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def write_json(path: Path, data: Any) -> None:
+    atomic_write_text(path, json.dumps(data, indent=2) + "\n")
+
+
+def read_json(path: Path) -> Any:
+    try:
+        return json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise ImgclsError(f"missing file: {path}") from None
+    except json.JSONDecodeError as exc:
+        raise ImgclsError(f"{path}: not valid JSON ({exc})") from None
+
+
+def read_metrics(path: Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    with open(path, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    return [{k: (float(v) if v not in ("", None) and k != "epoch" else (int(v) if k == "epoch" else None))
+             for k, v in row.items()} for row in rows]  # fmt: skip
+
+
+def write_metrics(path: Path, rows: list[dict[str, Any]]) -> None:
+    lines = [",".join(METRICS_COLUMNS)]
+    for row in rows:
+        lines.append(",".join("" if row.get(c) is None else (f"{row[c]:.6g}" if isinstance(row[c], float) else str(row[c]))
+                              for c in METRICS_COLUMNS))  # fmt: skip
+    atomic_write_text(path, "\n".join(lines) + "\n")
+
+
+def open_run(run_dir: str | Path, *, checkpoint: str = "best") -> RunPaths:
+    """A run directory that has what consumers need, or a clear error saying what is missing."""
+    paths = RunPaths(Path(run_dir))
+    if not paths.root.is_dir():
+        raise ImgclsError(f"run folder not found: {paths.root}")
+    for needed in (paths.config, paths.classes):
+        if not needed.is_file():
+            raise ImgclsError(f"{paths.root} is not an imgcls run folder (missing {needed.name})")
+    ckpt = paths.best if checkpoint == "best" else paths.last
+    if not ckpt.is_file():
+        raise ImgclsError(
+            f"{paths.root} has no checkpoint ({ckpt.relative_to(paths.root)}); "
+            "train it first, or resume with: imgcls train --resume " + str(paths.root)
+        )
+    return paths
