@@ -100,6 +100,33 @@ def cmd_train(args) -> int:
     return 0
 
 
+def cmd_compare(args) -> int:
+    from pathlib import Path
+
+    from imgcls.compare import DEMO_MODELS, DEMO_TRAIN, REFERENCE_MODELS, compare, demo_data_dir
+    from imgcls.config import resolve_config
+
+    overrides = _overrides(args)
+    if args.data is None:
+        overrides = {**DEMO_TRAIN, **overrides, "data": str(demo_data_dir())}
+        specs = args.models or DEMO_MODELS
+        out = args.out or "runs/compare-demo"
+    else:
+        specs = args.models or REFERENCE_MODELS
+        out = args.out or f"runs/compare-{Path(args.data).resolve().name}"
+    cfg = resolve_config(args.config, overrides)
+    report = compare(cfg, specs, out, progress=not args.no_progress)
+    print(f"open {report} in a browser (or read {Path(report).with_suffix('.md')})")
+    return 0
+
+
+def cmd_report(args) -> int:
+    from imgcls.report.build import build_report
+
+    print(f"wrote {build_report(args.dir)}")
+    return 0
+
+
 def cmd_evaluate(args) -> int:
     from imgcls.evaluate import evaluate
 
@@ -149,6 +176,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="continue RUN (or --out) from its last checkpoint")  # fmt: skip
     _add_train_flags(p)
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("compare", help="train several models with one recipe and build a report")
+    p.add_argument("--models", nargs="+", metavar="SPEC",
+                   help="model specs name[:key=value,...] (default: the reference set; the demo set without --data)")
+    p.add_argument("--out", help="comparison folder (default runs/compare-<data folder name>)")
+    _add_train_flags(p)
+    p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser("report", help="rebuild a comparison report from its run folders")
+    p.add_argument("dir", help="comparison folder")
+    p.set_defaults(func=cmd_report)
 
     for name, func, help_ in (("evaluate", cmd_evaluate, "evaluate a run on a labelled split"),
                               ("predict", cmd_predict, "predict files or folders into a CSV")):  # fmt: skip

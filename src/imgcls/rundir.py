@@ -87,9 +87,10 @@ def read_metrics(path: Path) -> list[dict[str, Any]]:
 
 
 def write_metrics(path: Path, rows: list[dict[str, Any]]) -> None:
+    """Floats are written with repr (shortest round-trip form), so summary numbers equal the file's."""
     lines = [",".join(METRICS_COLUMNS)]
     for row in rows:
-        lines.append(",".join("" if row.get(c) is None else (f"{row[c]:.6g}" if isinstance(row[c], float) else str(row[c]))
+        lines.append(",".join("" if row.get(c) is None else repr(row[c])
                               for c in METRICS_COLUMNS))  # fmt: skip
     atomic_write_text(path, "\n".join(lines) + "\n")
 

@@ -39,8 +39,9 @@ class RunFilesCallback(Callback):
     epoch appears exactly once.
     """
 
-    def __init__(self, paths: RunPaths, static_summary: dict[str, Any]):
+    def __init__(self, paths: RunPaths, static_summary: dict[str, Any], on_epoch=None):
         self.paths = paths
+        self.on_epoch = on_epoch
         self.static = dict(static_summary)
         self.rows: list[dict[str, Any]] = []
         self._t0 = 0.0
@@ -79,6 +80,8 @@ class RunFilesCallback(Callback):
                 f"train_acc {row['train_acc']:.4f}  val_loss {row['val_loss']:.4f}  val_acc {row['val_acc']:.4f}  "
                 f"lr {row['lr']:.2g}  {row['epoch_seconds']:.1f}s"
             )
+            if self.on_epoch is not None:
+                self.on_epoch(list(self.rows))
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.is_global_zero:

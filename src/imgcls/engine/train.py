@@ -115,8 +115,11 @@ def prepare_run(cfg: TrainConfig, *, resume: bool) -> tuple[TrainConfig, Dataset
     return cfg, splits, paths
 
 
-def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> RunPaths:
-    """Train one model with one config into ``cfg.out``; returns the run directory."""
+def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True, on_epoch=None) -> RunPaths:
+    """Train one model with one config into ``cfg.out``; returns the run directory.
+
+    ``on_epoch(rows)`` is called after each epoch's metrics.csv row is written (compare's ETA uses it).
+    """
     cfg, splits, paths = prepare_run(cfg, resume=resume)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     module = build_module(cfg)
@@ -130,7 +133,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> R
     )
     static = _static_summary(cfg, module, splits)
     callbacks = [
-        RunFilesCallback(paths, static),
+        RunFilesCallback(paths, static, on_epoch=on_epoch),
         ModelCheckpoint(
             dirpath=paths.checkpoints,
             filename="best",

@@ -1,0 +1,147 @@
+"""``imgcls compare``: train several model variants with one recipe into sibling run folders, then report.
+
+A variant whose run already finished is skipped; one that was interrupted resumes from its last
+checkpoint. The report is built from the run folders alone (``imgcls report`` rebuilds it).
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+from pathlib import Path
+
+from imgcls.config import TrainConfig
+from imgcls.errors import ImgclsError
+from imgcls.models.registry import parse_model_spec, spec_to_dirname
+from imgcls.rundir import RunPaths, read_json, read_metrics, write_json
+
+REFERENCE_MODELS = ["efficientnet_b0", "vit_b_16", "attn_cnn:num_heads=8", "attn_cnn:num_heads=4"]
+DEMO_MODELS = ["efficientnet_lite0", "vit_tiny", "attn_cnn:num_heads=8", "attn_cnn:num_heads=4"]
+# The embedded default: sized so the whole comparison takes a few minutes on 2 CPU cores.
+DEMO_DATA = {"per_class": 80, "size": 48, "seed": 0}
+DEMO_TRAIN = {"epochs": 6, "image_size": 48, "augment": "light"}
+
+
+def demo_data_dir(cache: Path | None = None) -> Path:
+    from imgcls.data.demo import write_demo_dataset
+
+    cache = cache or Path(".cache")
+    folder = cache / "demo-data-{per_class}x{size}-seed{seed}".format(**DEMO_DATA)
+    if not (folder / "classes.txt").is_file():  # written last, so its presence means complete
+        print(f"generating the demo dataset in {folder}")
+        write_demo_dataset(folder, **DEMO_DATA)
+    return folder
+
+
+def run_state(paths: RunPaths, epochs: int) -> str:
+    """'done', 'partial' (resumable) or 'new'."""
+    if paths.summary.is_file() and paths.last.is_file():
+        summary = read_json(paths.summary)
+        if summary.get("complete") and (summary.get("epochs_completed") == epochs or summary.get("early_stopped")):
+            return "done"
+    return "partial" if paths.last.is_file() else "new"
+
+
+class EtaPrinter:
+    """Whole-comparison ETA from measured epoch times (unstarted variants assumed to cost the mean)."""
+
+    def __init__(self, specs: list[str], epochs: int):
+        self.specs, self.epochs = specs, epochs
+        self.seconds: dict[str, list[float]] = {s: [] for s in specs}
+
+    def record(self, spec: str, rows: list[dict]) -> None:
+        self.seconds[spec] = [r["epoch_seconds"] for r in rows]
+
+    def eta(self) -> float | None:
+        measured = [t for ts in self.seconds.values() for t in ts]
+        if not measured:
+            return None
+        mean_all = sum(measured) / len(measured)
+        left = 0.0
+        for spec, ts in self.seconds.items():
+            per_epoch = sum(ts) / len(ts) if ts else mean_all
+            left += per_epoch * max(0, self.epochs - len(ts))
+        return left
+
+
+def _fmt_seconds(s: float) -> str:
+    return f"{int(s // 60)}m{int(s % 60):02d}s"
+
+
+def compare(
+    base: TrainConfig,
+    specs: list[str],
+    out: str | Path,
+    *,
+    progress: bool = True,
+    evaluate_split: bool = True,
+) -> Path:
+    from imgcls.data.layouts import discover
+    from imgcls.engine.train import resume_config, train
+    from imgcls.evaluate import evaluate
+    from imgcls.report.build import build_report
+
+    if not specs:
+        raise ImgclsError("no models to compare: pass --models SPEC [SPEC ...]")
+    dirnames = [spec_to_dirname(s) for s in specs]  # validates every spec before anything trains
+    if len(set(dirnames)) != len(dirnames):
+        raise ImgclsError(f"the same variant appears twice in --models: {' '.join(specs)}")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    splits = discover(base.data, val_split=base.val_split, seed=base.seed)
+    has_heldout = bool(splits.test) and splits.test_labeled
+    eta = EtaPrinter(specs, base.epochs)
+    started = time.perf_counter()
+    write_json(out / "compare.json", {"models": specs, "data": base.data, "epochs": base.epochs})
+
+    for i, (spec, dirname) in enumerate(zip(specs, dirnames), 1):
+        parse_model_spec(spec)
+        paths = RunPaths(out / dirname)
+        state = run_state(paths, base.epochs)
+        eta.record(spec, read_metrics(paths.metrics))
+        left = eta.eta()
+        when = f", comparison ETA ~{_fmt_seconds(left)}" if left is not None else ""
+        if state == "done":
+            print(f"[{i}/{len(specs)}] {spec}: already finished, not retrained ({paths.root})")
+        else:
+            verb = "resuming" if state == "partial" else "training"
+            print(f"[{i}/{len(specs)}] {verb} {spec}{when}")
+            if state == "partial":
+                cfg = resume_config(paths.root, {"epochs": base.epochs, "workers": base.workers})
+            else:
+                cfg = replace(base, model=spec, out=str(paths.root))
+            train(cfg, resume=state == "partial", progress=progress,
+                  on_epoch=lambda rows, spec=spec: _print_eta(eta, spec, rows))  # fmt: skip
+        if has_heldout and evaluate_split and not _eval_is_fresh(paths):
+            r = evaluate(paths.root, data=base.data, split="evaluation", workers=base.workers)
+            print(f"[{i}/{len(specs)}] {spec}: held-out top-1 {r['top1']:.4f}, macro-F1 {r['macro_f1']:.4f}")
+        elif not has_heldout and not _eval_is_fresh(paths, "validation"):
+            evaluate(paths.root, data=base.data, split="validation", workers=base.workers)
+        _ensure_throughput(paths)
+        eta.record(spec, read_metrics(paths.metrics))
+
+    report = build_report(out)
+    print(f"compared {len(specs)} variants in {_fmt_seconds(time.perf_counter() - started)}; report: {report}")
+    return report
+
+
+def _print_eta(eta: EtaPrinter, spec: str, rows: list[dict]) -> None:
+    eta.record(spec, rows)
+    left = eta.eta()
+    if left is not None:
+        print(f"    comparison ETA ~{_fmt_seconds(left)}")
+
+
+def _eval_is_fresh(paths: RunPaths, split: str = "evaluation") -> bool:
+    result = paths.eval_dir / split / "metrics.json"
+    return result.is_file() and paths.best.is_file() and result.stat().st_mtime >= paths.best.stat().st_mtime
+
+
+def _ensure_throughput(paths: RunPaths) -> None:
+    from imgcls.engine.infer import load_run
+    from imgcls.engine.throughput import inference_images_per_second
+
+    target = paths.root / "inference.json"
+    if target.is_file() and target.stat().st_mtime >= paths.best.stat().st_mtime:
+        return
+    loaded = load_run(paths.root)
+    write_json(target, inference_images_per_second(loaded.model, loaded.image_size))

@@ -1,0 +1,172 @@
+"""Build report.html (self-contained), report.md and summary.csv from a comparison's run folders."""
+from __future__ import annotations
+
+import base64
+import csv
+import html
+from pathlib import Path
+
+from imgcls.report import figures
+from imgcls.report.collect import Variant, collect
+from imgcls.rundir import atomic_write_text
+
+COLUMNS = [  # (key, header, format)
+    ("variant", "variant", "{}"),
+    ("params", "params", "{:,}"),
+    ("trainable_params", "trainable params", "{:,}"),
+    ("gflops", "GFLOPs/img", "{:.3f}"),
+    ("best_val_acc", "best val acc", "{:.4f}"),
+    ("best_epoch", "best epoch", "{}"),
+    ("heldout_acc", "held-out acc", "{:.4f}"),
+    ("macro_f1", "macro-F1", "{:.4f}"),
+    ("train_seconds", "train time (s)", "{:.1f}"),
+    ("seconds_per_epoch", "s / epoch", "{:.2f}"),
+    ("inference_ips", "inference img/s", "{:.1f}"),
+]
+
+
+def table_row(v: Variant) -> dict:
+    s = v.summary
+    return {
+        "variant": v.name,
+        "model": v.model,
+        "params": s["params"],
+        "trainable_params": s["trainable_params"],
+        "gflops": s["gflops"],
+        "best_val_acc": s["best_val_acc"],
+        "best_epoch": s["best_epoch"],
+        "heldout_acc": v.heldout_acc,
+        "macro_f1": v.eval["macro_f1"] if v.eval else None,
+        "eval_split": v.eval_split,
+        "train_seconds": s["train_seconds"],
+        "seconds_per_epoch": s["seconds_per_epoch"],
+        "epochs": s["epochs_completed"],
+        "inference_ips": v.inference["images_per_s"] if v.inference else None,
+    }
+
+
+def _fmt(fmt: str, value) -> str:
+    return "–" if value is None else fmt.format(value)
+
+
+def conclusion(variants: list[Variant]) -> list[str]:
+    """Sentences generated from the numbers alone."""
+    metric = "held-out accuracy" if all(v.heldout_acc is not None for v in variants) else "best validation accuracy"
+    best = max(variants, key=lambda v: v.score)
+    fastest = min(variants, key=lambda v: v.summary["train_seconds"])
+    t = lambda v: v.summary["train_seconds"]  # noqa: E731
+    lines = [f"Most accurate: **{best.name}** ({metric} {best.score:.2%}, {t(best):.0f} s of training)."]
+    if fastest is best:
+        lines.append(f"It is also the fastest to train ({t(fastest):.0f} s): no trade-off to make here.")
+    else:
+        lines.append(
+            f"Fastest to train: **{fastest.name}** ({t(fastest):.0f} s, {t(best) / t(fastest):.1f}× less than "
+            f"{best.name}) at {fastest.score:.2%}, {100 * (fastest.score - best.score):+.1f} points."
+        )
+    with_ips = [v for v in variants if v.inference]
+    if with_ips:
+        quick = max(with_ips, key=lambda v: v.inference["images_per_s"])
+        lines.append(f"Fastest inference: **{quick.name}** ({quick.inference['images_per_s']:.0f} images/s on "
+                     f"{quick.inference['device']}).")  # fmt: skip
+    # Pareto front on (accuracy up, training time down): the variants worth considering.
+    front = [v for v in variants
+             if not any(o.score >= v.score and t(o) <= t(v) and (o.score > v.score or t(o) < t(v)) for o in variants)]
+    front.sort(key=t)
+    if len(front) > 1:
+        steps = ", then ".join(f"{v.name} ({v.score:.2%}, {t(v):.0f} s)" for v in front)
+        lines.append(f"Accuracy-versus-time trade-off (each buys more accuracy with more time): {steps}.")
+    dominated = [v.name for v in variants if v not in front]
+    if dominated:
+        lines.append(f"Dominated (another variant is at least as accurate and trains faster): {', '.join(dominated)}.")
+    return lines
+
+
+def _img_tag(path: Path, alt: str) -> str:
+    data = base64.b64encode(path.read_bytes()).decode()
+    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
+
+
+def _md_bold_to_html(text: str) -> str:
+    parts = html.escape(text).split("**")
+    return "".join(f"<b>{p}</b>" if i % 2 else p for i, p in enumerate(parts))
+
+
+CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem auto;max-width:1100px;color:#222;padding:0 1rem}
+h1{font-size:1.6rem}h2{font-size:1.2rem;margin-top:2rem;border-bottom:1px solid #ddd;padding-bottom:.3rem}
+table{border-collapse:collapse;font-size:.85rem;width:100%}th,td{padding:.35rem .5rem;border-bottom:1px solid #eee;text-align:right}
+th:first-child,td:first-child{text-align:left}th{background:#f5f5f7}tr.best td{background:#eef7ee;font-weight:600}
+img{max-width:100%;height:auto;border:1px solid #eee;margin:.5rem 0}.grid{display:grid;grid-template-columns:1fr 1fr;gap:1rem}
+.note{color:#666;font-size:.85rem}ul.concl li{margin:.3rem 0}
+"""
+
+
+def build_report(root: str | Path) -> Path:
+    root = Path(root)
+    variants = collect(root)
+    files = root / "report_files"
+    files.mkdir(exist_ok=True)
+    rows = [table_row(v) for v in variants]
+
+    with open(root / "summary.csv", "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+    figs = {
+        "curves": figures.curves(variants, files / "curves.png"),
+        "overlay": figures.val_overlay(variants, files / "val_acc_overlay.png"),
+        "tradeoff": figures.tradeoff(variants, files / "tradeoff.png"),
+    }
+    per_variant = {}
+    for v in variants:
+        if v.eval:
+            per_variant[v.name] = (figures.confusion(v, files / f"confusion_{v.name}.png"),
+                                   figures.per_class(v, files / f"per_class_{v.name}.png"))  # fmt: skip
+    lines = conclusion(variants)
+    best = max(variants, key=lambda v: v.score).name
+    data = variants[0].summary
+    subtitle = (f"{len(variants)} variants · {data.get('num_classes')} classes · {data.get('train_images')} training / "
+                f"{data.get('val_images')} validation images · {data.get('image_size')} px · device {data.get('device')}")  # fmt: skip
+
+    # Markdown
+    md = [f"# Model comparison: {root.name}", "", subtitle, "", "## Conclusion", ""]
+    md += [f"- {line}" for line in lines]
+    md += ["", "## Results", "", "| " + " | ".join(h for _, h, _ in COLUMNS) + " |",
+           "|" + "---|" * len(COLUMNS)]  # fmt: skip
+    md += ["| " + " | ".join(_fmt(f, r[k]) for k, _, f in COLUMNS) + " |" for r in rows]
+    md += ["", "## Curves", "", "![curves](report_files/curves.png)", "",
+           "![validation accuracy](report_files/val_acc_overlay.png)", "",
+           "![trade-off](report_files/tradeoff.png)", ""]  # fmt: skip
+    for name, (conf, pc) in per_variant.items():
+        md += [f"### {name}", "", f"![confusion]({conf.relative_to(root)}) ![per-class]({pc.relative_to(root)})", ""]
+    atomic_write_text(root / "report.md", "\n".join(md) + "\n")
+
+    # HTML, self-contained
+    head = "".join(f"<th>{html.escape(h)}</th>" for _, h, _ in COLUMNS)
+    body_rows = "".join(
+        f'<tr class="{"best" if r["variant"] == best else ""}">'
+        + "".join(f"<td>{html.escape(_fmt(f, r[k]))}</td>" for k, _, f in COLUMNS) + "</tr>"
+        for r in rows
+    )  # fmt: skip
+    sections = "".join(
+        f"<h3>{html.escape(name)}</h3><div class='grid'>{_img_tag(conf, 'confusion matrix ' + name)}"
+        f"{_img_tag(pc, 'per-class accuracy ' + name)}</div>"
+        for name, (conf, pc) in per_variant.items()
+    )
+    split_note = ("held-out = the evaluation split; " if any(r["heldout_acc"] is not None for r in rows)
+                  else "no labelled held-out split: per-class figures use the validation split; ")  # fmt: skip
+    page = f"""<!doctype html><html lang="en"><head><meta charset="utf-8">
+<title>imgcls comparison: {html.escape(root.name)}</title><style>{CSS}</style></head><body>
+<h1>Model comparison: {html.escape(root.name)}</h1><p class="note">{html.escape(subtitle)}</p>
+<h2>Conclusion</h2><ul class="concl">{"".join(f"<li>{_md_bold_to_html(line)}</li>" for line in lines)}</ul>
+<h2>Results</h2><table><thead><tr>{head}</tr></thead><tbody>{body_rows}</tbody></table>
+<p class="note">{split_note}training time is the sum of epoch times (training + validation);
+inference img/s is the eval forward pass at batch 32, decoding excluded. Every number comes from the
+variant's metrics.csv, summary.json, eval/ and inference.json.</p>
+<h2>Training curves</h2>{_img_tag(figs["curves"], "training curves")}
+<div class="grid">{_img_tag(figs["overlay"], "validation accuracy overlay")}{_img_tag(figs["tradeoff"], "trade-off")}</div>
+<h2>Per variant: confusion matrix and per-class accuracy</h2>{sections}
+</body></html>"""
+    atomic_write_text(root / "report.html", page)
+    return root / "report.html"
