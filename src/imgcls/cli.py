@@ -19,7 +19,8 @@ TRAIN_FLAGS = {  # flag -> (config field, type, help)
     "--plateau-factor": ("plateau_factor", float, "ReduceLROnPlateau factor (recipe: 0.5)"),
     "--plateau-patience": ("plateau_patience", int, "ReduceLROnPlateau patience (recipe: 3)"),
     "--image-size": ("image_size", int, "square input size in px (default: the model's, 224 for the reference)"),
-    "--augment": ("augment", str, "train augmentation: reference | light | none"),
+    "--augment": ("augment", str, "train augmentation: reference | reference-torchvision | light | none"),
+    "--feature-cache": ("feature_cache", int, "head-only: precompute K augmented views of backbone features (0: never; default: 1 when --augment none)"),
     "--finetune": ("finetune", str, "head (frozen backbone) | full; default head when pretrained"),
     "--val-split": ("val_split", float, "hold out this fraction of a single ImageFolder root (stratified)"),
     "--num-classes": ("num_classes", int, "expected number of classes; checked against the data"),
@@ -127,6 +128,17 @@ def cmd_report(args) -> int:
     return 0
 
 
+def cmd_bench(args) -> int:
+    from imgcls.bench import run_bench
+
+    results = run_bench(quick=args.quick, images=args.images, batch_size=args.batch_size, workers=args.workers,
+                        json_path=args.json)  # fmt: skip
+    missed = [m["name"] for m in results["measures"] if not m["met"]]
+    if missed:
+        print(f"targets not met: {', '.join(missed)}")
+    return 0
+
+
 def cmd_evaluate(args) -> int:
     from imgcls.evaluate import evaluate
 
@@ -188,6 +200,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("dir", help="comparison folder")
     p.set_defaults(func=cmd_report)
 
+    p = sub.add_parser("bench", help="measure imgcls's fast paths against a reference-style PyTorch loop")
+    p.add_argument("--quick", action="store_true", help="a run of about a minute (CI)")
+    p.add_argument("--json", help="also write the results as JSON to this file")
+    p.add_argument("--images", type=int, help="training images (default 512, quick 64)")
+    p.add_argument("--batch-size", type=int, help="batch size for both sides (default 64, quick 32)")
+    p.add_argument("--workers", type=int, help="DataLoader workers for both sides (default cores - 1)")
+    p.set_defaults(func=cmd_bench)
+
     for name, func, help_ in (("evaluate", cmd_evaluate, "evaluate a run on a labelled split"),
                               ("predict", cmd_predict, "predict files or folders into a CSV")):  # fmt: skip
         p = sub.add_parser(name, help=help_)
@@ -214,7 +234,27 @@ def _quiet_libraries() -> None:
     warnings.filterwarnings("ignore", message=".*litlogger.*")
 
 
+MALLOC_TUNABLES = "glibc.malloc.mmap_threshold=4294967296:glibc.malloc.trim_threshold=4294967296"
+
+
+def _reexec_with_malloc_tunables() -> None:
+    """glibc malloc returns large activation buffers to the kernel after every step, and re-faulting
+    them costs CPU training and inference dearly; the setting only takes effect at process start."""
+    import os
+
+    if (sys.platform != "linux" or "GLIBC_TUNABLES" in os.environ or os.environ.get("IMGCLS_NO_REEXEC")
+            or not sys.argv or not sys.argv[0]):  # fmt: skip
+        return
+    env = {**os.environ, "GLIBC_TUNABLES": MALLOC_TUNABLES}
+    try:
+        os.execve(sys.executable, [sys.executable, "-m", "imgcls", *sys.argv[1:]], env)
+    except OSError:
+        pass  # keep running without it
+
+
 def main(argv: list[str] | None = None) -> int:
+    if argv is None:
+        _reexec_with_malloc_tunables()
     args = build_parser().parse_args(argv)
     _quiet_libraries()
     try:

@@ -25,6 +25,9 @@ class TrainConfig:
     plateau_patience: int = 3
     image_size: int | None = None  # None: the model's default (224 for the reference models)
     augment: str = "reference"
+    # Head-only training: cache K augmented views of backbone features. None: automatic (one view when
+    # --augment none, else off); 0: never cache.
+    feature_cache: int | None = None
     pretrained: bool | None = None  # None: yes when the model has weights
     finetune: str | None = None  # head | full; None: head when pretrained, else full
     # Data and machinery.
@@ -71,7 +74,7 @@ def _coerce(name: str, value: Any) -> Any:
             if not isinstance(value, bool):
                 raise ValueError
             return value
-        if kind is int or name in ("image_size", "num_classes", "workers", "early_stop"):
+        if kind is int or name in ("image_size", "num_classes", "workers", "early_stop", "feature_cache"):
             if isinstance(value, bool) or float(value) != int(float(value)):
                 raise ValueError
             return int(float(value))

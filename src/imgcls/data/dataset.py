@@ -26,7 +26,10 @@ class ImageDataset(Dataset):
     def __getitem__(self, i: int):
         sample = self.samples[i]
         try:
-            image = self.transform(load_rgb(sample.path))
+            if getattr(self.transform, "from_path", False):
+                image = self.transform(sample.path)  # decodes itself (e.g. at reduced JPEG scale)
+            else:
+                image = self.transform(load_rgb(sample.path))
         except BadImageError as exc:
             log.warning("skipping bad image %s", exc)
             return None

@@ -7,7 +7,7 @@ from imgcls.errors import ImgclsError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-AUGMENTS = ("reference", "light", "none")
+AUGMENTS = ("reference", "reference-torchvision", "light", "none")
 
 
 def eval_resize(size: int) -> int:
@@ -23,8 +23,14 @@ def build_eval_transform(size: int) -> T.Compose:
     return T.Compose([T.Resize(eval_resize(size)), T.CenterCrop(size), *_to_normalized_tensor()])
 
 
-def build_train_transform(size: int, augment: str = "reference") -> T.Compose:
+def build_train_transform(size: int, augment: str = "reference"):
+    """``reference``: the recipe's chain as one fast warp (see fast_augment.py); ``reference-torchvision``:
+    the same chain op by op in torchvision, exactly as the original notebooks ran it."""
     if augment == "reference":
+        from imgcls.data.fast_augment import FastTrainAugment
+
+        return FastTrainAugment(size, normalize=T.Normalize(IMAGENET_MEAN, IMAGENET_STD))
+    if augment == "reference-torchvision":
         return T.Compose([
             T.RandomRotation(40),
             T.ColorJitter(0.2, 0.2, 0.2, 0.1),

@@ -17,7 +17,8 @@ def summarize(rows: list[dict[str, Any]], static: dict[str, Any]) -> dict[str, A
     summary = dict(static)
     if rows:
         best = max(rows, key=lambda r: (r["val_acc"], -r["epoch"]))
-        seconds = sum(r["epoch_seconds"] for r in rows)
+        # Training time includes computing cached features, when that happened (feature_cache_seconds).
+        seconds = sum(r["epoch_seconds"] for r in rows) + summary.get("feature_cache_seconds", 0.0)
         summary.update(
             best_val_acc=best["val_acc"],
             best_val_acc5=best.get("val_acc5"),
@@ -26,7 +27,7 @@ def summarize(rows: list[dict[str, Any]], static: dict[str, Any]) -> dict[str, A
             final_val_loss=rows[-1]["val_loss"],
             epochs_completed=rows[-1]["epoch"],
             train_seconds=round(seconds, 3),
-            seconds_per_epoch=round(seconds / len(rows), 3),
+            seconds_per_epoch=round(sum(r["epoch_seconds"] for r in rows) / len(rows), 3),
         )
     return summary
 

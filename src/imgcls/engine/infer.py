@@ -64,25 +64,37 @@ def load_model_or_run(ref: str | Path) -> LoadedModel:
 
 
 @torch.no_grad()
-def predict_probs(
-    model: nn.Module, samples: list[Sample], image_size: int, *, batch_size: int = 64, workers: int | None = None
-) -> tuple[torch.Tensor, list[int]]:
-    """Softmax probabilities for the samples that decoded, and their indices into ``samples``."""
-    dataset = ImageDataset(samples, build_eval_transform(image_size), with_index=True)
+def run_batches(
+    model: nn.Module, samples: list[Sample], image_size: int, *, transform=None, batch_size: int = 64,
+    workers: int | None = None, engine: str | None = None,
+) -> tuple[torch.Tensor, list[int]]:  # fmt: skip
+    """Model outputs for the samples that decoded (eval transform unless given), and their indices."""
+    from imgcls.engine.onnx_engine import make_runner
+
+    dataset = ImageDataset(samples, transform or build_eval_transform(image_size), with_index=True)
     workers = default_workers() if workers is None else workers
     loader = make_loader(dataset, batch_size=batch_size, workers=min(workers, max(0, len(samples) // batch_size)),
                          shuffle=False)  # fmt: skip
-    model.eval()
-    device = next(model.parameters()).device
-    probs, kept = [], []
+    runner, _ = make_runner(model.eval(), image_size, engine=engine)
+    outputs, kept = [], []
     for batch in loader:
         if batch is None:
             continue
         x, _, idx = batch
-        probs.append(model(x.to(device)).float().softmax(dim=1).cpu())
+        outputs.append(runner(x))
         kept += idx.tolist()
     skipped = len(samples) - len(kept)
     if skipped:
         log.warning("%d of %d images could not be decoded and were skipped", skipped, len(samples))
+    return (torch.cat(outputs) if outputs else torch.zeros(0, 0)), kept
+
+
+def predict_probs(
+    model: nn.Module, samples: list[Sample], image_size: int, *, batch_size: int = 64, workers: int | None = None,
+    engine: str | None = None,
+) -> tuple[torch.Tensor, list[int]]:  # fmt: skip
+    """Softmax probabilities for the samples that decoded, and their indices into ``samples``."""
+    logits, kept = run_batches(model, samples, image_size, batch_size=batch_size, workers=workers, engine=engine)
+    probs = [logits.float().softmax(dim=1)] if kept else []
     n_classes = probs[0].shape[1] if probs else 0
     return (torch.cat(probs) if probs else torch.zeros(0, n_classes)), kept

@@ -21,7 +21,7 @@ from imgcls.engine.callbacks import RunFilesCallback, device_name
 from imgcls.engine.module import ClassifierModule
 from imgcls.errors import ImgclsError
 from imgcls.models.profile import count_gflops, count_params
-from imgcls.models.registry import create_model, get_model_info, parse_model_spec, spec_to_dirname
+from imgcls.models.registry import create_model, get_model_info, headless_view, parse_model_spec, spec_to_dirname
 from imgcls.rundir import RunPaths, write_json
 
 log = logging.getLogger(__name__)
@@ -57,9 +57,10 @@ def resolve_for_data(cfg: TrainConfig, splits: DatasetSplits) -> TrainConfig:
     )
 
 
-def build_module(cfg: TrainConfig) -> ClassifierModule:
+def build_module(cfg: TrainConfig, *, from_features: bool = False) -> ClassifierModule:
     name, kwargs = parse_model_spec(cfg.model)
     model = create_model(name, cfg.num_classes, pretrained=cfg.pretrained, image_size=cfg.image_size, **kwargs)
+    head_only = cfg.finetune == "head"
     return ClassifierModule(
         model,
         num_classes=cfg.num_classes,
@@ -67,7 +68,10 @@ def build_module(cfg: TrainConfig) -> ClassifierModule:
         weight_decay=cfg.weight_decay,
         plateau_factor=cfg.plateau_factor,
         plateau_patience=cfg.plateau_patience,
-        head=get_model_info(name).head if cfg.finetune == "head" else None,
+        head=get_model_info(name).head if head_only else None,
+        backbone=headless_view(model, name) if head_only else None,
+        from_features=from_features,
+        image_size=cfg.image_size,
     )
 
 
@@ -115,23 +119,30 @@ def prepare_run(cfg: TrainConfig, *, resume: bool) -> tuple[TrainConfig, Dataset
     return cfg, splits, paths
 
 
-def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True, on_epoch=None) -> RunPaths:
+def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True, on_epoch=None,
+          extra_callbacks: list | None = None) -> RunPaths:  # fmt: skip
     """Train one model with one config into ``cfg.out``; returns the run directory.
 
     ``on_epoch(rows)`` is called after each epoch's metrics.csv row is written (compare's ETA uses it).
     """
     cfg, splits, paths = prepare_run(cfg, resume=resume)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    module = build_module(cfg)
-    datamodule = ImageDataModule(
-        splits,
-        image_size=cfg.image_size,
-        augment=cfg.augment,
-        batch_size=cfg.batch_size,
-        workers=cfg.workers,
-        seed=cfg.seed,
-    )
-    static = _static_summary(cfg, module, splits)
+    use_cache = cfg.finetune == "head" and (
+        (cfg.feature_cache or 0) > 0 or (cfg.augment == "none" and cfg.feature_cache is None))
+    module = build_module(cfg, from_features=use_cache)
+    if use_cache:
+        loaders, feature_seconds = _feature_loaders(cfg, module, splits)
+    else:
+        datamodule = ImageDataModule(
+            splits,
+            image_size=cfg.image_size,
+            augment=cfg.augment,
+            batch_size=cfg.batch_size,
+            workers=cfg.workers,
+            seed=cfg.seed,
+        )
+        loaders, feature_seconds = {"datamodule": datamodule}, 0.0
+    static = {**_static_summary(cfg, module, splits), "feature_cache_seconds": round(feature_seconds, 3)}
     callbacks = [
         RunFilesCallback(paths, static, on_epoch=on_epoch),
         ModelCheckpoint(
@@ -144,6 +155,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True, on_e
             enable_version_counter=False,
         ),
     ]
+    callbacks += extra_callbacks or []
     if cfg.early_stop:
         callbacks.append(EarlyStopping(monitor="val_loss", mode="min", patience=cfg.early_stop))
     if progress:
@@ -173,9 +185,34 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True, on_e
         warnings.filterwarnings("ignore", message=".*does not have many workers.*")
         warnings.filterwarnings("ignore", message=".*exists and is not empty.*")  # expected when resuming
         t0 = time.perf_counter()
-        trainer.fit(module, datamodule=datamodule, ckpt_path=str(paths.last) if resume else None)
+        trainer.fit(module, **loaders, ckpt_path=str(paths.last) if resume else None)
     log.info("fit took %.1fs", time.perf_counter() - t0)
     return paths
+
+
+def _feature_loaders(cfg: TrainConfig, module: ClassifierModule, splits: DatasetSplits) -> tuple[dict, float]:
+    """Train and validation loaders over cached backbone features (computed now on a cache miss)."""
+    from imgcls.data.transforms import build_eval_transform, build_train_transform
+    from imgcls.engine.features import feature_loader, get_features
+
+    name, _ = parse_model_spec(cfg.model)
+    identity = {"model": cfg.model, "pretrained": cfg.pretrained,
+                "weights": get_model_info(name).weights if cfg.pretrained else f"random-init-seed{cfg.seed}"}  # fmt: skip
+    views = 1 if cfg.augment == "none" else max(1, cfg.feature_cache)
+    train_tf = build_eval_transform(cfg.image_size) if cfg.augment == "none" else build_train_transform(
+        cfg.image_size, cfg.augment)  # fmt: skip
+    common = dict(image_size=cfg.image_size, seed=cfg.seed, identity=identity, batch_size=cfg.batch_size,
+                  workers=cfg.workers)  # fmt: skip
+    backbone = module._backbone
+    train_feats = get_features(backbone, splits.train, transform=train_tf, views=views, **common)
+    val_feats = get_features(backbone, splits.val, transform=build_eval_transform(cfg.image_size), views=1, **common)
+    print(f"feature cache: {len(train_feats.labels)} training x {views} view(s), {len(val_feats.labels)} validation "
+          f"({train_feats.seconds + val_feats.seconds:.1f}s to compute; {train_feats.path.parent})")  # fmt: skip
+    loaders = {
+        "train_dataloaders": feature_loader(train_feats, cfg.batch_size, shuffle=True, seed=cfg.seed),
+        "val_dataloaders": feature_loader(val_feats, cfg.batch_size, shuffle=False, seed=cfg.seed),
+    }
+    return loaders, train_feats.seconds + val_feats.seconds
 
 
 def resume_config(run_dir: str | Path, overrides: dict) -> TrainConfig:
