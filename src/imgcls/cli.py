@@ -30,7 +30,7 @@ TRAIN_FLAGS = {  # flag -> (config field, type, help)
     "--accelerator": ("accelerator", str, "auto | cpu | gpu"),
     "--precision": ("precision", str, "Lightning precision, e.g. 32-true, bf16-mixed (default: auto)"),
 }
-RESUMABLE = {"epochs", "workers", "early_stop", "data", "accelerator"}
+RESUMABLE = {"epochs", "workers", "early_stop", "data", "accelerator", "strict"}
 
 
 def _add_train_flags(p: argparse.ArgumentParser) -> None:
@@ -38,6 +38,7 @@ def _add_train_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", help="dataset folder")
     for flag, (dest, typ, help_) in TRAIN_FLAGS.items():
         p.add_argument(flag, dest=dest, type=typ, default=None, help=help_)
+    p.add_argument("--strict", action="store_true", default=None, help="stop on any unreadable image (exit 2)")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--pretrained", dest="pretrained", action="store_true", default=None,
                    help="start from ImageNet weights (default when the model has them)")  # fmt: skip
@@ -46,7 +47,7 @@ def _add_train_flags(p: argparse.ArgumentParser) -> None:
 
 
 def _overrides(args: argparse.Namespace) -> dict:
-    keys = [dest for dest, _, _ in TRAIN_FLAGS.values()] + ["data", "pretrained", "model", "out"]
+    keys = [dest for dest, _, _ in TRAIN_FLAGS.values()] + ["data", "pretrained", "model", "out", "strict"]
     return {k: getattr(args, k, None) for k in keys if getattr(args, k, None) is not None}
 
 
@@ -139,6 +140,49 @@ def cmd_bench(args) -> int:
     return 0
 
 
+def cmd_export(args) -> int:
+    from imgcls.export import export
+
+    r = export(args.run, args.format, out=args.out)
+    extra = f" (verified: max |Δ probability| vs PyTorch {r['max_prob_diff']:.1e})" if "max_prob_diff" in r else ""
+    print(f"wrote {r['path']} and {r['sidecar']}{extra}")
+    return 0
+
+
+def cmd_serve(args) -> int:
+    from imgcls.serve.app import serve
+
+    serve(args.run, host=args.host, port=args.port, max_upload_mb=args.max_upload_mb)
+    return 0
+
+
+def cmd_loadtest(args) -> int:
+    from imgcls.serve.loadtest import load_test
+
+    r = load_test(args.url, args.image, requests=args.requests, concurrency=args.concurrency)
+    print(f"{r['ok']}/{r['requests']} ok, {r['errors']} errors, concurrency {r['concurrency']}: p50 {r['p50_ms']} ms, "
+          f"p99 {r['p99_ms']} ms, {r['requests_per_s']} requests/s ({r['wall_s']} s)")  # fmt: skip
+    return 0 if r["errors"] == 0 else 1
+
+
+def cmd_check_data(args) -> int:
+    from imgcls.data.layouts import discover
+    from imgcls.data.scan import scan_samples, summarize
+
+    splits = discover(args.data, val_split=args.val_split)
+    every = splits.train + splits.val + splits.test
+    bad = scan_samples(every, root=splits.root)
+    print(f"{splits.root}: {splits.layout} layout, {len(splits.classes)} classes, {len(splits.train)} training, "
+          f"{len(splits.val)} validation, {len(splits.test)} evaluation images")  # fmt: skip
+    if not bad:
+        print(f"all {len(every)} images decode")
+        return 0
+    print(f"{len(bad)} bad file(s): {summarize(bad)}")
+    for b in bad:
+        print(f"  {b.path}\t{b.reason}")
+    return 2 if args.strict else 0
+
+
 def cmd_evaluate(args) -> int:
     from imgcls.evaluate import evaluate
 
@@ -208,10 +252,36 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, help="DataLoader workers for both sides (default cores - 1)")
     p.set_defaults(func=cmd_bench)
 
+    p = sub.add_parser("check-data", help="find unreadable, truncated, empty or oversized images in a dataset")
+    p.add_argument("data")
+    p.add_argument("--val-split", type=float, default=None)
+    p.add_argument("--strict", action="store_true", help="exit 2 when any file is bad")
+    p.set_defaults(func=cmd_check_data)
+
+    p = sub.add_parser("export", help="export a run's best model (ONNX verified against PyTorch, or safetensors)")
+    p.add_argument("run")
+    p.add_argument("--format", default="onnx", help="onnx | safetensors")
+    p.add_argument("--out", help="folder (default RUN/export)")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("serve", help="web page + JSON API for a run (or an exported model.onnx)")
+    p.add_argument("run")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default loopback only)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--max-upload-mb", type=float, default=10.0)
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("loadtest", help="bounded load test of a running imgcls serve on loopback")
+    p.add_argument("url", help="e.g. http://127.0.0.1:8000")
+    p.add_argument("image", help="image file to upload")
+    p.add_argument("--requests", type=int, default=500)
+    p.add_argument("--concurrency", type=int, default=8)
+    p.set_defaults(func=cmd_loadtest)
+
     for name, func, help_ in (("evaluate", cmd_evaluate, "evaluate a run on a labelled split"),
                               ("predict", cmd_predict, "predict files or folders into a CSV")):  # fmt: skip
         p = sub.add_parser(name, help=help_)
-        p.add_argument("run", help="run folder" + (" (or an ImageNet model name, e.g. efficientnet_lite0)"
+        p.add_argument("run", help="run folder" + (" (or an exported model.onnx, or an ImageNet model name)"
                                                    if name == "predict" else ""))  # fmt: skip
         if name == "evaluate":
             p.add_argument("--data", help="dataset folder (default: the one the run trained on)")

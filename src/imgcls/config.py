@@ -32,6 +32,7 @@ class TrainConfig:
     finetune: str | None = None  # head | full; None: head when pretrained, else full
     # Data and machinery.
     val_split: float | None = None
+    strict: bool = False  # any unreadable image is an error instead of a logged skip
     num_classes: int | None = None  # when set, must match the data
     workers: int | None = None  # None: picked for the machine
     seed: int = 42
@@ -70,7 +71,7 @@ def _coerce(name: str, value: Any) -> Any:
     default = TrainConfig.__dataclass_fields__[name].default
     kind = type(default) if default is not None else None
     try:
-        if kind is bool or name == "pretrained":
+        if kind is bool or name in ("pretrained", "strict"):
             if not isinstance(value, bool):
                 raise ValueError
             return value

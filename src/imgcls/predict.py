@@ -11,11 +11,14 @@ from imgcls.errors import ImgclsError
 
 def predict(ref: str, inputs: list[str], *, out: str | Path, topk: int = 0, batch_size: int = 64,
             workers: int | None = None) -> dict:  # fmt: skip
-    loaded = load_model_or_run(ref)
     samples = unlabeled_samples(inputs)
+    if str(ref).endswith(".onnx"):
+        loaded, probs, kept = _predict_exported(ref, samples, batch_size)
+    else:
+        loaded = load_model_or_run(ref)
+        probs, kept = predict_probs(loaded.model, samples, loaded.image_size, batch_size=batch_size, workers=workers)
     if topk < 0 or topk > len(loaded.classes):
         raise ImgclsError(f"--topk must be between 0 and {len(loaded.classes)}")
-    probs, kept = predict_probs(loaded.model, samples, loaded.image_size, batch_size=batch_size, workers=workers)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     k = max(topk, 1)
@@ -35,3 +38,30 @@ def predict(ref: str, inputs: list[str], *, out: str | Path, topk: int = 0, batc
     return {"out": str(out), "predicted": len(kept), "skipped": skipped,
             "first": [(Path(samples[kept[r]].path).name, loaded.classes[int(top_i[r, 0])], float(top_p[r, 0]))
                       for r in range(min(len(kept), 5))]}  # fmt: skip
+
+
+def _predict_exported(path: str, samples, batch_size: int):
+    """An exported model.onnx (+ model.json): ONNX Runtime only, no checkpoint needed."""
+    import logging
+
+    import torch
+
+    from imgcls.data.decode import load_rgb
+    from imgcls.engine.predictor import load_predictor
+    from imgcls.errors import BadImageError
+
+    predictor = load_predictor(path)
+    probs, kept = [], []
+    for start in range(0, len(samples), batch_size):
+        images, idx = [], []
+        for i in range(start, min(start + batch_size, len(samples))):
+            try:
+                images.append(load_rgb(samples[i].path))
+                idx.append(i)
+            except BadImageError as exc:
+                logging.getLogger(__name__).warning("skipping bad image %s", exc)
+        if images:
+            probs.append(predictor.probabilities(images))
+            kept += idx
+    out = torch.cat(probs) if probs else torch.zeros(0, len(predictor.classes))
+    return predictor, out, kept

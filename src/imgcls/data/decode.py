@@ -9,6 +9,7 @@ from PIL import Image, ImageOps
 from imgcls.errors import BadImageError
 
 _WHITE = (255, 255, 255)
+NOT_AN_IMAGE = "not an image Pillow can identify"
 
 
 def _to_rgb(im: Image.Image) -> Image.Image:
@@ -30,8 +31,11 @@ def _to_rgb(im: Image.Image) -> Image.Image:
     return im.convert("RGB")
 
 
-def load_rgb(path: str, *, draft_size: int | None = None) -> Image.Image:
-    """EXIF-rotated RGB; transparency composited on white. ``draft_size`` lets JPEG decode at reduced scale."""
+def load_rgb(path, *, draft_size: int | None = None) -> Image.Image:
+    """EXIF-rotated RGB; transparency composited on white. ``path`` may be a file object (uploads).
+
+    ``draft_size`` lets JPEG decode at reduced scale.
+    """
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -46,7 +50,7 @@ def load_rgb(path: str, *, draft_size: int | None = None) -> Image.Image:
     except FileNotFoundError:
         raise BadImageError(path, "file not found") from None
     except Image.UnidentifiedImageError:
-        raise BadImageError(path, "not an image Pillow can identify") from None
+        raise BadImageError(path, NOT_AN_IMAGE) from None
     except (OSError, SyntaxError, ValueError, TypeError, IndexError, KeyError, EOFError, MemoryError) as exc:
         # Pillow's plugins raise all of these for truncated or corrupt files.
         raise BadImageError(path, f"unreadable ({type(exc).__name__}: {exc})") from None

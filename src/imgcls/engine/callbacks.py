@@ -1,6 +1,8 @@
 """Callbacks that write the run directory's metrics.csv and summary.json as training goes."""
 from __future__ import annotations
 
+import math
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -8,6 +10,9 @@ from typing import Any
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+from imgcls.errors import ImgclsError
 
 from imgcls.rundir import RunPaths, read_metrics, write_json, write_metrics
 
@@ -63,6 +68,10 @@ class RunFilesCallback(Callback):
             return
         m = trainer.callback_metrics
         value = lambda k: float(m[k]) if k in m else None  # noqa: E731
+        if not math.isfinite(value("val_loss") or 0.0):
+            # Raised before ModelCheckpoint runs, so neither best.ckpt nor last.ckpt gets this model.
+            raise ImgclsError(f"non-finite validation loss at epoch {trainer.current_epoch + 1}; the checkpoints keep "
+                              "the last finite model (try a lower --lr)")  # fmt: skip
         row = {
             "epoch": trainer.current_epoch + 1,
             **pl_module.epoch_train_metrics(),
@@ -93,3 +102,22 @@ class RunFilesCallback(Callback):
 
 def device_name() -> str:
     return torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Checkpoints go to a temporary file that is fsynced and renamed: a kill never leaves half a file."""
+
+    def save_checkpoint(self, checkpoint: dict, path, storage_options=None) -> None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")
+        with open(tmp, "wb") as fh:
+            torch.save(checkpoint, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+
+    def load_checkpoint(self, path, map_location=None, weights_only=None) -> dict:
+        from imgcls.models.weights import load_state_dict_file
+
+        return load_state_dict_file(path)  # weights_only=True, with a clear error when refused

@@ -89,6 +89,13 @@ class ClassifierModule(L.LightningModule):
         x, y = batch
         logits = self(x)
         loss = self.loss_fn(logits, y)
+        if not torch.isfinite(loss):
+            from imgcls.errors import ImgclsError
+
+            # Stop before the optimizer step: no checkpoint ever holds a model trained on this loss.
+            raise ImgclsError(f"non-finite training loss ({float(loss.detach())}) at epoch {self.current_epoch + 1}, step "
+                              f"{batch_idx + 1} of the epoch (global step {self.global_step + 1}); the checkpoints "
+                              "keep the last finite model (try a lower --lr)")  # fmt: skip
         self.train_loss.update(loss.detach(), weight=len(y))
         self.train_acc.update(logits.detach(), y)
         self.log("loss", loss.detach(), on_step=True, on_epoch=False, prog_bar=True, batch_size=len(y))

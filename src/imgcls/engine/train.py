@@ -16,8 +16,9 @@ from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, TQDMProg
 from imgcls.config import TrainConfig, dump_config, load_run_config
 from imgcls.data.datamodule import ImageDataModule, default_workers
 from imgcls.data.layouts import DatasetSplits, discover
+from imgcls.data.scan import scan_splits, write_bad_files
 from imgcls.data.transforms import AUGMENTS
-from imgcls.engine.callbacks import RunFilesCallback, device_name
+from imgcls.engine.callbacks import AtomicCheckpointIO, RunFilesCallback, device_name
 from imgcls.engine.module import ClassifierModule
 from imgcls.errors import ImgclsError
 from imgcls.models.profile import count_gflops, count_params
@@ -102,6 +103,7 @@ def prepare_run(cfg: TrainConfig, *, resume: bool) -> tuple[TrainConfig, Dataset
         raise ImgclsError("no data folder given: pass --data DIR")
     splits = discover(cfg.data, val_split=cfg.val_split, seed=cfg.seed)
     cfg = resolve_for_data(cfg, splits)
+    splits, bad = scan_splits(splits, strict=cfg.strict)
     paths = RunPaths(Path(cfg.out))
     if resume:
         if not paths.last.is_file():
@@ -114,6 +116,10 @@ def prepare_run(cfg: TrainConfig, *, resume: bool) -> tuple[TrainConfig, Dataset
             f"{paths.root} already holds a run; resume it with --resume {paths.root}, or choose another --out"
         )
     paths.root.mkdir(parents=True, exist_ok=True)
+    if bad:
+        write_bad_files(paths.bad_files, bad)
+    elif paths.bad_files.exists():
+        paths.bad_files.unlink()
     dump_config(cfg, paths.config)
     write_json(paths.classes, splits.classes)
     return cfg, splits, paths
@@ -167,6 +173,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True, on_e
         devices=1,
         precision=cfg.precision,
         callbacks=callbacks,
+        plugins=[AtomicCheckpointIO()],
         logger=False,
         default_root_dir=str(paths.root),
         enable_progress_bar=progress,
@@ -221,6 +228,6 @@ def resume_config(run_dir: str | Path, overrides: dict) -> TrainConfig:
     if not paths.config.is_file():
         raise ImgclsError(f"cannot resume: {paths.config} not found")
     cfg = load_run_config(paths.config)
-    allowed = {"epochs", "workers", "early_stop", "data", "accelerator"}
+    allowed = {"epochs", "workers", "early_stop", "data", "accelerator", "strict"}
     changed = {k: v for k, v in overrides.items() if v is not None and k in allowed}
     return replace(cfg, **changed, out=str(paths.root))

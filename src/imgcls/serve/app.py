@@ -1,0 +1,98 @@
+"""``imgcls serve``: a FastAPI app with a drag-and-drop page and a JSON API over one loaded model.
+
+Uploads are only ever decoded by Pillow (never unpickled); size is capped before the body is read
+when the client declares it, and again while reading.
+"""
+from __future__ import annotations
+
+import io
+import logging
+from pathlib import Path
+
+from fastapi import FastAPI, File, HTTPException, Request, UploadFile
+from fastapi.responses import HTMLResponse, JSONResponse
+
+from imgcls.data.decode import NOT_AN_IMAGE, load_rgb
+from imgcls.engine.predictor import Predictor, load_predictor
+from imgcls.errors import BadImageError
+
+log = logging.getLogger(__name__)
+PAGE = (Path(__file__).with_name("page.html")).read_text()
+MAX_BATCH_FILES = 32
+
+
+def _decode(data: bytes, name: str):
+    try:
+        return load_rgb(io.BytesIO(data))
+    except BadImageError as exc:
+        # 415: not an image format we read; 400: an image file that is corrupt, truncated or a bomb.
+        status = 415 if exc.reason == NOT_AN_IMAGE else 400
+        raise HTTPException(status, f"{name or 'upload'}: {exc.reason}") from None
+
+
+async def _read_limited(upload: UploadFile, limit: int) -> bytes:
+    data = await upload.read(limit + 1)
+    if len(data) > limit:
+        raise HTTPException(413, f"{upload.filename or 'upload'}: larger than the {limit // 2**20} MB limit")
+    if not data:
+        raise HTTPException(400, f"{upload.filename or 'upload'}: empty file")
+    return data
+
+
+def create_app(predictor: Predictor, *, max_upload_mb: float = 10.0) -> FastAPI:
+    limit = int(max_upload_mb * 2**20)
+    app = FastAPI(title="imgcls", version="1", docs_url="/docs")
+    app.state.predictor = predictor
+
+    @app.middleware("http")
+    async def reject_large_bodies(request: Request, call_next):
+        declared = request.headers.get("content-length")
+        # The whole multipart body may carry several files (batch), each up to the limit.
+        cap = limit * (MAX_BATCH_FILES if request.url.path == "/predict/batch" else 1) + 64 * 1024
+        if declared and declared.isdigit() and int(declared) > cap:
+            return JSONResponse({"detail": f"request larger than the {max_upload_mb:g} MB upload limit"}, 413)
+        return await call_next(request)
+
+    @app.get("/", response_class=HTMLResponse)
+    def page() -> str:
+        return PAGE.replace("{{MODEL}}", predictor.name).replace("{{MAX_MB}}", f"{max_upload_mb:g}")
+
+    @app.get("/health")
+    def health() -> dict:
+        return {"status": "ok"}
+
+    @app.get("/model")
+    def model() -> dict:
+        summary = predictor.info.get("summary") or {}
+        return {
+            "name": predictor.name,
+            "engine": predictor.engine,
+            "classes": predictor.classes,
+            "image_size": predictor.image_size,
+            "best_val_acc": summary.get("best_val_acc", predictor.info.get("best_val_acc")),
+            "max_upload_mb": max_upload_mb,
+        }
+
+    @app.post("/predict")
+    async def predict(file: UploadFile = File(...), k: int = 5) -> dict:
+        image = _decode(await _read_limited(file, limit), file.filename)
+        return {"filename": file.filename, "top": predictor.topk([image], k)[0]}
+
+    @app.post("/predict/batch")
+    async def predict_batch(files: list[UploadFile] = File(...), k: int = 5) -> dict:
+        if len(files) > MAX_BATCH_FILES:
+            raise HTTPException(413, f"at most {MAX_BATCH_FILES} files per batch")
+        images = [_decode(await _read_limited(f, limit), f.filename) for f in files]
+        return {"results": [{"filename": f.filename, "top": top}
+                            for f, top in zip(files, predictor.topk(images, k))]}  # fmt: skip
+
+    return app
+
+
+def serve(ref: str, *, host: str = "127.0.0.1", port: int = 8000, max_upload_mb: float = 10.0) -> None:
+    import uvicorn
+
+    predictor = load_predictor(ref)
+    print(f"serving {predictor.name} ({len(predictor.classes)} classes, {predictor.engine}) "
+          f"on http://{host}:{port}/")  # fmt: skip
+    uvicorn.run(create_app(predictor, max_upload_mb=max_upload_mb), host=host, port=port, log_level="warning")

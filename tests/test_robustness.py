@@ -1,0 +1,138 @@
+"""Nothing lost, nothing crashes: bad images, killed runs, NaN losses, unsafe checkpoint files."""
+import os
+import pickle
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from conftest import train_tiny
+from imgcls.cli import main
+from imgcls.errors import ImgclsError
+from imgcls.rundir import read_metrics
+
+
+@pytest.fixture
+def messy_data(demo_data, tmp_path, monkeypatch):
+    monkeypatch.setenv("IMGCLS_CACHE", str(tmp_path / "cache"))
+    root = tmp_path / "messy"
+    shutil.copytree(demo_data, root)
+    good = (root / "training" / "0_0.jpg").read_bytes()
+    (root / "training" / "1_90.jpg").write_bytes(b"")
+    (root / "training" / "2_91.jpg").write_bytes(good[: len(good) // 2])
+    (root / "training" / "3_92.jpg").write_bytes(b"this is a text file")
+    (root / "validation" / "4_93.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 40)
+    return root
+
+
+def test_bad_files_are_skipped_listed_and_counted(messy_data, tmp_path, capsys):
+    paths = train_tiny(messy_data, tmp_path / "run", epochs=1)
+    listed = paths.bad_files.read_text().splitlines()
+    assert len(listed) == 4
+    reasons = dict(line.split("\t") for line in listed)
+    assert "empty" in reasons[str(messy_data / "training" / "1_90.jpg")]
+    assert "truncated" in reasons[str(messy_data / "training" / "2_91.jpg")]
+    assert "not an image" in reasons[str(messy_data / "training" / "3_92.jpg")]
+    import json
+
+    assert json.loads(paths.summary.read_text())["train_images"] == 88  # 88 good of 91
+
+
+def test_strict_turns_bad_files_into_exit_2(messy_data, tmp_path, capsys):
+    code = main(["train", "--model", "attn_cnn", "--data", str(messy_data), "--epochs", "1", "--image-size", "32",
+                 "--strict", "--out", str(tmp_path / "run"), "--workers", "0"])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2 and "4 bad image file(s)" in err and "1_90.jpg" in err and "Traceback" not in err
+
+
+def test_check_data_reports_and_caches(messy_data, capsys, monkeypatch):
+    assert main(["check-data", str(messy_data)]) == 0
+    out = capsys.readouterr().out
+    assert "4 bad file(s)" in out and "1 empty" in out and "1 truncated" in out
+    import imgcls.data.scan as scan
+
+    calls = []
+    monkeypatch.setattr(scan, "check_file", lambda p: calls.append(p))
+    assert main(["check-data", str(messy_data), "--strict"]) == 2  # the same verdicts, from the cache
+    assert calls == []
+
+
+def test_a_file_that_breaks_after_the_scan_is_skipped(demo_data, tmp_path, monkeypatch):
+    from imgcls.data.dataset import ImageDataset, collate_skip_bad
+    from imgcls.data.layouts import discover
+    from imgcls.data.transforms import build_eval_transform
+
+    root = tmp_path / "d"
+    shutil.copytree(demo_data, root)
+    samples = discover(root).train[:4]
+    ds = ImageDataset(samples, build_eval_transform(32))
+    open(samples[1].path, "wb").close()  # changed mid-run
+    batch = collate_skip_bad([ds[i] for i in range(4)])
+    assert batch[0].shape[0] == 3
+
+
+def test_same_seed_same_metrics(demo_data, tmp_path):
+    a = read_metrics(train_tiny(demo_data, tmp_path / "a", augment="reference").metrics)
+    b = read_metrics(train_tiny(demo_data, tmp_path / "b", augment="reference").metrics)
+    strip = lambda rows: [{k: v for k, v in r.items() if k != "epoch_seconds"} for r in rows]  # noqa: E731
+    assert strip(a) == strip(b)
+
+
+def test_nan_loss_stops_with_a_clear_message_and_keeps_the_best_checkpoint(demo_data, tmp_path, monkeypatch):
+    paths = train_tiny(demo_data, tmp_path / "run", epochs=1)
+    before = paths.best.read_bytes()
+    import imgcls.engine.module as module
+
+    original = module.ClassifierModule.forward
+    monkeypatch.setattr(module.ClassifierModule, "forward", lambda self, x: original(self, x) * float("nan"))
+    from imgcls.engine.train import resume_config, train
+
+    with pytest.raises(ImgclsError, match=r"non-finite training loss .* epoch 2, step 1"):
+        train(resume_config(paths.root, {"epochs": 2}), resume=True, progress=False)
+    assert paths.best.read_bytes() == before
+    assert [r["epoch"] for r in read_metrics(paths.metrics)] == [1]
+
+
+class _Evil:
+    def __reduce__(self):
+        return (os.system, ("touch /tmp/imgcls-pwned",))
+
+
+def test_checkpoint_with_a_malicious_pickle_is_refused(tiny_run, tmp_path, capsys):
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    with open(run / "checkpoints" / "best.ckpt", "wb") as fh:
+        pickle.dump({"state_dict": {}, "payload": _Evil()}, fh)
+    if os.path.exists("/tmp/imgcls-pwned"):
+        os.remove("/tmp/imgcls-pwned")
+    code = main(["evaluate", str(run), "--workers", "0"])
+    err = capsys.readouterr().err
+    assert code == 2 and "refused to load" in err and "Traceback" not in err
+    assert not os.path.exists("/tmp/imgcls-pwned")
+
+
+def test_kill_9_mid_training_then_resume(tmp_path):
+    from imgcls.data.demo import write_demo_dataset
+
+    data = write_demo_dataset(tmp_path / "data", per_class=30, size=48, seed=2)
+    run = tmp_path / "run"
+    cmd = [sys.executable, "-m", "imgcls", "train", "--model", "attn_cnn", "--data", str(data), "--epochs", "4",
+           "--image-size", "48", "--batch-size", "16", "--workers", "0", "--no-progress", "--out", str(run)]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 240
+    while time.time() < deadline and len(read_metrics(run / "metrics.csv")) < 1:
+        time.sleep(0.1)
+    time.sleep(0.8)  # into epoch 2
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    done = [r["epoch"] for r in read_metrics(run / "metrics.csv")]
+    assert 1 <= len(done) < 4, done
+    torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)  # the checkpoint is whole
+    resumed = subprocess.run([sys.executable, "-m", "imgcls", "train", "--resume", str(run), "--no-progress"],
+                             capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert [r["epoch"] for r in read_metrics(run / "metrics.csv")] == [1, 2, 3, 4]
