@@ -28,9 +28,12 @@ TRAIN_FLAGS = {  # flag -> (config field, type, help)
     "--seed": ("seed", int, "random seed (default 42)"),
     "--early-stop": ("early_stop", int, "stop after this many epochs without val_loss improvement"),
     "--accelerator": ("accelerator", str, "auto | cpu | gpu"),
+    "--devices": ("devices", str, "devices per node: a count, auto, or a list like 0,1 (default 1)"),
+    "--num-nodes": ("num_nodes", int, "machines taking part (DDP; launched by torchrun or SLURM)"),
+    "--strategy": ("strategy", str, "auto | ddp"),
     "--precision": ("precision", str, "Lightning precision, e.g. 32-true, bf16-mixed (default: auto)"),
 }
-RESUMABLE = {"epochs", "workers", "early_stop", "data", "accelerator", "strict"}
+RESUMABLE = {"epochs", "workers", "early_stop", "data", "accelerator", "strict", "devices", "num_nodes", "strategy"}
 
 
 def _add_train_flags(p: argparse.ArgumentParser) -> None:
@@ -39,6 +42,8 @@ def _add_train_flags(p: argparse.ArgumentParser) -> None:
     for flag, (dest, typ, help_) in TRAIN_FLAGS.items():
         p.add_argument(flag, dest=dest, type=typ, default=None, help=help_)
     p.add_argument("--strict", action="store_true", default=None, help="stop on any unreadable image (exit 2)")
+    p.add_argument("--sync-bn", dest="sync_bn", action="store_true", default=None,
+                   help="synchronise BatchNorm statistics across DDP processes")  # fmt: skip
     g = p.add_mutually_exclusive_group()
     g.add_argument("--pretrained", dest="pretrained", action="store_true", default=None,
                    help="start from ImageNet weights (default when the model has them)")  # fmt: skip
@@ -47,7 +52,7 @@ def _add_train_flags(p: argparse.ArgumentParser) -> None:
 
 
 def _overrides(args: argparse.Namespace) -> dict:
-    keys = [dest for dest, _, _ in TRAIN_FLAGS.values()] + ["data", "pretrained", "model", "out", "strict"]
+    keys = [dest for dest, _, _ in TRAIN_FLAGS.values()] + ["data", "pretrained", "model", "out", "strict", "sync_bn"]
     return {k: getattr(args, k, None) for k in keys if getattr(args, k, None) is not None}
 
 

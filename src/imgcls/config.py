@@ -38,6 +38,10 @@ class TrainConfig:
     seed: int = 42
     early_stop: int | None = None  # patience in epochs on val_loss
     accelerator: str = "auto"
+    devices: str = "1"  # per node: a count, "auto", or a list like "0,1"
+    num_nodes: int = 1
+    strategy: str = "auto"  # auto | ddp
+    sync_bn: bool = False  # synchronise BatchNorm statistics across processes (DDP)
     precision: str | None = None  # None: bf16/16-mixed on CUDA, 32-true on CPU
 
     def to_dict(self) -> dict[str, Any]:
@@ -71,7 +75,7 @@ def _coerce(name: str, value: Any) -> Any:
     default = TrainConfig.__dataclass_fields__[name].default
     kind = type(default) if default is not None else None
     try:
-        if kind is bool or name in ("pretrained", "strict"):
+        if kind is bool or name in ("pretrained", "strict", "sync_bn"):
             if not isinstance(value, bool):
                 raise ValueError
             return value

@@ -80,14 +80,15 @@ def classification_metrics(probs: torch.Tensor, labels: torch.Tensor, n: int) ->
 
 
 def evaluate(run_dir: str | Path, *, data: str | None = None, split: str = "evaluation",
-             batch_size: int = 64, workers: int | None = None) -> dict:  # fmt: skip
+             batch_size: int = 64, workers: int | None = None, engine: str | None = None) -> dict:  # fmt: skip
     loaded = load_run(run_dir)
     data = data or load_run_config(loaded.paths.config).data
     if not data:
         raise ImgclsError("no data folder: pass --data DIR")
     key = canonical_split(split)
     samples = _labels_in_run_order(discover(data), key, loaded.classes)
-    probs, kept = predict_probs(loaded.model, samples, loaded.image_size, batch_size=batch_size, workers=workers)
+    probs, kept = predict_probs(loaded.model, samples, loaded.image_size, batch_size=batch_size, workers=workers,
+                                engine=engine)  # fmt: skip
     if not kept:
         raise ImgclsError(f"no image of the {SPLIT_DIRNAMES[key]} split could be decoded")
     labels = torch.tensor([samples[i].label for i in kept])

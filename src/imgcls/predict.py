@@ -11,11 +11,15 @@ from imgcls.errors import ImgclsError
 
 def predict(ref: str, inputs: list[str], *, out: str | Path, topk: int = 0, batch_size: int = 64,
             workers: int | None = None) -> dict:  # fmt: skip
-    samples = unlabeled_samples(inputs)
     if str(ref).endswith(".onnx"):
-        loaded, probs, kept = _predict_exported(ref, samples, batch_size)
+        from imgcls.engine.predictor import load_predictor
+
+        loaded = load_predictor(ref)  # the model first: a bad model reference is the error to report
+        samples = unlabeled_samples(inputs)
+        probs, kept = _predict_exported(loaded, samples, batch_size)
     else:
         loaded = load_model_or_run(ref)
+        samples = unlabeled_samples(inputs)
         probs, kept = predict_probs(loaded.model, samples, loaded.image_size, batch_size=batch_size, workers=workers)
     if topk < 0 or topk > len(loaded.classes):
         raise ImgclsError(f"--topk must be between 0 and {len(loaded.classes)}")
@@ -40,17 +44,15 @@ def predict(ref: str, inputs: list[str], *, out: str | Path, topk: int = 0, batc
                       for r in range(min(len(kept), 5))]}  # fmt: skip
 
 
-def _predict_exported(path: str, samples, batch_size: int):
+def _predict_exported(predictor, samples, batch_size: int):
     """An exported model.onnx (+ model.json): ONNX Runtime only, no checkpoint needed."""
     import logging
 
     import torch
 
     from imgcls.data.decode import load_rgb
-    from imgcls.engine.predictor import load_predictor
     from imgcls.errors import BadImageError
 
-    predictor = load_predictor(path)
     probs, kept = [], []
     for start in range(0, len(samples), batch_size):
         images, idx = [], []
@@ -63,5 +65,4 @@ def _predict_exported(path: str, samples, batch_size: int):
         if images:
             probs.append(predictor.probabilities(images))
             kept += idx
-    out = torch.cat(probs) if probs else torch.zeros(0, len(predictor.classes))
-    return predictor, out, kept
+    return (torch.cat(probs) if probs else torch.zeros(0, len(predictor.classes))), kept

@@ -18,11 +18,35 @@ def default_workers() -> int:
     return max(0, min(8, cpus - 1))
 
 
-def make_loader(dataset, *, batch_size: int, workers: int, shuffle: bool, seed: int | None = None) -> DataLoader:
+class ShardSampler(torch.utils.data.Sampler):
+    """Validation sharding without padding: rank r gets items r, r+W, r+2W... so no sample is counted
+    twice (DistributedSampler repeats samples to even out the shards, which skews exact metrics)."""
+
+    def __init__(self, n: int, rank: int, world: int):
+        self.indices = list(range(rank, n, world))
+
+    def __iter__(self):
+        return iter(self.indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+
+def make_loader(dataset, *, batch_size: int, workers: int, shuffle: bool, seed: int | None = None,
+                rank: int = 0, world: int = 1) -> DataLoader:  # fmt: skip
     generator = torch.Generator().manual_seed(seed) if seed is not None else None
+    sampler = None
+    if world > 1:
+        from torch.utils.data.distributed import DistributedSampler
+
+        # Training: equal shards (padded) so every process takes the same number of steps.
+        sampler = (DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=True, seed=seed or 0)
+                   if shuffle else ShardSampler(len(dataset), rank, world))  # fmt: skip
+        shuffle = False
     return DataLoader(
         dataset,
         batch_size=batch_size,
+        sampler=sampler,
         shuffle=shuffle,
         num_workers=workers,
         persistent_workers=workers > 0,
@@ -44,10 +68,15 @@ class ImageDataModule(L.LightningDataModule):
         self.workers = workers
         self.seed = seed
 
+    def _shard(self) -> dict:
+        t = self.trainer
+        return {"rank": t.global_rank, "world": t.world_size} if t is not None else {}
+
     def train_dataloader(self) -> DataLoader:
         ds = ImageDataset(self.splits.train, build_train_transform(self.image_size, self.augment))
-        return make_loader(ds, batch_size=self.batch_size, workers=self.workers, shuffle=True, seed=self.seed)
+        return make_loader(ds, batch_size=self.batch_size, workers=self.workers, shuffle=True, seed=self.seed,
+                           **self._shard())  # fmt: skip
 
     def val_dataloader(self) -> DataLoader:
         ds = ImageDataset(self.splits.val, build_eval_transform(self.image_size))
-        return make_loader(ds, batch_size=self.batch_size, workers=self.workers, shuffle=False)
+        return make_loader(ds, batch_size=self.batch_size, workers=self.workers, shuffle=False, **self._shard())

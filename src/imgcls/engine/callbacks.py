@@ -45,13 +45,25 @@ class RunFilesCallback(Callback):
     epoch appears exactly once.
     """
 
-    def __init__(self, paths: RunPaths, static_summary: dict[str, Any], on_epoch=None):
+    def __init__(self, paths: RunPaths, static_summary: dict[str, Any], on_epoch=None, classes=None):
         self.paths = paths
+        self.classes = classes
         self.on_epoch = on_epoch
         self.static = dict(static_summary)
         self.rows: list[dict[str, Any]] = []
         self._t0 = 0.0
         self._lr = 0.0
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.world_size > 1 and self.classes is not None:
+            # Every process discovered the data itself; they must agree on the class list.
+            reference = trainer.strategy.broadcast(self.classes, src=0)
+            if reference != self.classes:
+                raise ImgclsError(f"process {trainer.global_rank} sees different classes than process 0 "
+                                  "(is the data folder the same on every node?)")  # fmt: skip
+        seconds = getattr(trainer.datamodule, "feature_seconds", 0.0) if trainer.datamodule is not None else 0.0
+        self.static["feature_cache_seconds"] = round(trainer.strategy.broadcast(seconds, src=0), 3)
+        self.static["world_size"] = trainer.world_size
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # Runs after a checkpoint is restored. On resume, current_epoch is the first epoch still to run; rows from an unfinished epoch go.

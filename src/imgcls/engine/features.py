@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import lightning as L
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
@@ -67,6 +68,7 @@ def get_features(backbone: torch.nn.Module, samples: list[Sample], *, transform,
 
     t0 = time.perf_counter()
     folder.mkdir(parents=True, exist_ok=True)
+    tmp_name = folder / f".features.{os.getpid()}.npy"
     out = None
     keep = np.ones(len(samples), dtype=bool)
     for view in range(views):
@@ -76,7 +78,7 @@ def get_features(backbone: torch.nn.Module, samples: list[Sample], *, transform,
                                   workers=workers)  # fmt: skip
         if out is None:
             dim = feats.shape[1] if len(kept) else 0
-            out = np.lib.format.open_memmap(folder / ".features.npy", mode="w+", dtype=np.float32,
+            out = np.lib.format.open_memmap(tmp_name, mode="w+", dtype=np.float32,
                                             shape=(len(samples), views, dim))  # fmt: skip
         mask = np.zeros(len(samples), dtype=bool)
         mask[kept] = True
@@ -88,12 +90,13 @@ def get_features(backbone: torch.nn.Module, samples: list[Sample], *, transform,
     if not keep.all():
         out = np.ascontiguousarray(out[keep])
         labels = labels[keep]
-        np.save(folder / ".features.npy", out)
+        np.save(tmp_name, out)
     else:
         out.flush()
         del out
-    os.replace(folder / ".features.npy", folder / "features.npy")
-    np.save(folder / "labels.npy", labels)
+    os.replace(tmp_name, folder / "features.npy")
+    np.save(folder / f".labels.{os.getpid()}.npy", labels)
+    os.replace(folder / f".labels.{os.getpid()}.npy", folder / "labels.npy")
     seconds = time.perf_counter() - t0
     write_json(folder / "meta.json", {"images": int(keep.sum()), "views": views, "seconds": round(seconds, 3),
                                       "image_size": image_size, "identity": identity, "transform": repr(transform)})  # fmt: skip
@@ -103,17 +106,33 @@ def get_features(backbone: torch.nn.Module, samples: list[Sample], *, transform,
 class FeatureBatches(Dataset):
     """Whole batches from the memory-mapped features; each item picks one of its augmented views."""
 
-    def __init__(self, cached: CachedFeatures, batch_size: int, *, shuffle: bool, seed: int):
+    def __init__(self, cached: CachedFeatures, batch_size: int, *, shuffle: bool, seed: int, rank: int = 0,
+                 world: int = 1):  # fmt: skip
         self.cached, self.batch_size, self.shuffle = cached, batch_size, shuffle
+        self.rank, self.world = rank, world
         self.rng = np.random.default_rng(seed)
         # The same draws as a DataLoader(shuffle=True, generator=manual_seed(seed), num_workers=0) makes each
         # epoch (a worker base seed, then a permutation), so cached and uncached runs see the same batches.
         self.generator = torch.Generator().manual_seed(seed)
         self.order = np.arange(len(cached.labels))
 
+        self._shard()
+
     def epoch_order(self) -> None:
         torch.empty((), dtype=torch.int64).random_(generator=self.generator)
         self.order = torch.randperm(len(self.cached.labels), generator=self.generator).numpy()
+        self._shard()
+
+    def _shard(self) -> None:
+        if self.world == 1:
+            return
+        n = len(self.cached.labels)
+        if self.shuffle:  # training: equal shards, padded by wrapping, so all processes step together
+            per = -(-n // self.world)
+            padded = np.resize(self.order, per * self.world)
+            self.order = padded[self.rank :: self.world]
+        else:  # validation: unpadded, every sample counted once
+            self.order = np.arange(n)[self.rank :: self.world]
 
     def __len__(self) -> int:
         return (len(self.order) + self.batch_size - 1) // self.batch_size
@@ -128,6 +147,46 @@ class FeatureBatches(Dataset):
         return x, torch.from_numpy(self.cached.labels[idx])
 
 
-def feature_loader(cached: CachedFeatures, batch_size: int, *, shuffle: bool, seed: int) -> DataLoader:
+def feature_loader(cached: CachedFeatures, batch_size: int, *, shuffle: bool, seed: int, rank: int = 0,
+                   world: int = 1) -> DataLoader:  # fmt: skip
     # batch_size=None: the dataset yields whole batches; workers=0: the memory map is read in place.
-    return DataLoader(FeatureBatches(cached, batch_size, shuffle=shuffle, seed=seed), batch_size=None, shuffle=False)
+    ds = FeatureBatches(cached, batch_size, shuffle=shuffle, seed=seed, rank=rank, world=world)
+    return DataLoader(ds, batch_size=None, shuffle=False)
+
+
+class FeatureDataModule(L.LightningDataModule):
+    """Computes the cache once per node (``prepare_data``), then every process memory-maps it."""
+
+    def __init__(self, backbone, splits, *, train_transform, eval_transform, views, image_size, seed, identity,
+                 batch_size, workers):  # fmt: skip
+        super().__init__()
+        self.backbone, self.splits = backbone, splits
+        self.train_transform, self.eval_transform = train_transform, eval_transform
+        self.views, self.batch_size, self.seed = views, batch_size, seed
+        self.common = dict(image_size=image_size, seed=seed, identity=identity, batch_size=batch_size,
+                           workers=workers)  # fmt: skip
+        self.feature_seconds = 0.0
+
+    def _load(self) -> tuple[CachedFeatures, CachedFeatures]:
+        train = get_features(self.backbone, self.splits.train, transform=self.train_transform, views=self.views,
+                             **self.common)  # fmt: skip
+        val = get_features(self.backbone, self.splits.val, transform=self.eval_transform, views=1, **self.common)
+        return train, val
+
+    def prepare_data(self) -> None:
+        train, val = self._load()
+        self.feature_seconds = train.seconds + val.seconds
+        print(f"feature cache: {len(train.labels)} training x {self.views} view(s), {len(val.labels)} validation "
+              f"({self.feature_seconds:.1f}s to compute; {train.path.parent})")  # fmt: skip
+
+    def setup(self, stage=None) -> None:
+        self.train_feats, self.val_feats = self._load()  # cache hits now: memory maps
+
+    def _shard(self) -> dict:
+        return {"rank": self.trainer.global_rank, "world": self.trainer.world_size}
+
+    def train_dataloader(self) -> DataLoader:
+        return feature_loader(self.train_feats, self.batch_size, shuffle=True, seed=self.seed, **self._shard())
+
+    def val_dataloader(self) -> DataLoader:
+        return feature_loader(self.val_feats, self.batch_size, shuffle=False, seed=self.seed, **self._shard())

@@ -42,6 +42,7 @@ class ClassifierModule(L.LightningModule):
         self.loss_fn = nn.CrossEntropyLoss()
         self.train_loss = MeanMetric()
         self.train_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.val_loss = MeanMetric()  # weighted by batch size and synced as sums: exact across processes
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")
         self.val_acc5 = MulticlassAccuracy(num_classes, top_k=5, average="micro") if num_classes >= 6 else None
         if head is not None:
@@ -111,7 +112,8 @@ class ClassifierModule(L.LightningModule):
         x, y = batch
         logits = self(x)
         n = len(y)
-        self.log("val_loss", self.loss_fn(logits, y), on_epoch=True, prog_bar=True, batch_size=n, sync_dist=True)
+        self.val_loss.update(self.loss_fn(logits, y), weight=n)
+        self.log("val_loss", self.val_loss, on_epoch=True, prog_bar=True, batch_size=n)
         self.val_acc.update(logits, y)
         self.log("val_acc", self.val_acc, on_epoch=True, prog_bar=True, batch_size=n)
         if self.val_acc5 is not None:

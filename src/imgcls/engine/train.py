@@ -58,6 +58,26 @@ def resolve_for_data(cfg: TrainConfig, splits: DatasetSplits) -> TrainConfig:
     )
 
 
+def parse_devices(devices: str | int):
+    """'2' -> 2, 'auto' -> 'auto', '0,1' -> [0, 1] (Lightning's forms)."""
+    text = str(devices).strip()
+    if text == "auto" or text == "-1":
+        return text if text == "auto" else -1
+    if "," in text:
+        return [int(d) for d in text.split(",") if d.strip()]
+    try:
+        return int(text)
+    except ValueError:
+        raise ImgclsError(f"--devices must be a count, 'auto' or a list like 0,1; got {devices!r}") from None
+
+
+def global_rank() -> int:
+    """This process's rank, known from the launcher's environment before any process group exists."""
+    from lightning.pytorch.utilities import rank_zero_only
+
+    return getattr(rank_zero_only, "rank", 0) or 0
+
+
 def build_module(cfg: TrainConfig, *, from_features: bool = False) -> ClassifierModule:
     name, kwargs = parse_model_spec(cfg.model)
     model = create_model(name, cfg.num_classes, pretrained=cfg.pretrained, image_size=cfg.image_size, **kwargs)
@@ -111,17 +131,18 @@ def prepare_run(cfg: TrainConfig, *, resume: bool) -> tuple[TrainConfig, Dataset
         saved = json.loads(paths.classes.read_text()) if paths.classes.is_file() else None
         if saved is not None and saved != splits.classes:
             raise ImgclsError(f"cannot resume: the classes in {cfg.data} differ from {paths.classes}")
-    elif paths.checkpoints.exists() and any(paths.checkpoints.iterdir()):
+    elif global_rank() == 0 and paths.checkpoints.exists() and any(paths.checkpoints.iterdir()):
         raise ImgclsError(
             f"{paths.root} already holds a run; resume it with --resume {paths.root}, or choose another --out"
         )
-    paths.root.mkdir(parents=True, exist_ok=True)
-    if bad:
-        write_bad_files(paths.bad_files, bad)
-    elif paths.bad_files.exists():
-        paths.bad_files.unlink()
-    dump_config(cfg, paths.config)
-    write_json(paths.classes, splits.classes)
+    if global_rank() == 0:  # one writer; other processes of a DDP run read the same files
+        paths.root.mkdir(parents=True, exist_ok=True)
+        if bad:
+            write_bad_files(paths.bad_files, bad)
+        elif paths.bad_files.exists():
+            paths.bad_files.unlink()
+        dump_config(cfg, paths.config)
+        write_json(paths.classes, splits.classes)
     return cfg, splits, paths
 
 
@@ -137,7 +158,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True, on_e
         (cfg.feature_cache or 0) > 0 or (cfg.augment == "none" and cfg.feature_cache is None))
     module = build_module(cfg, from_features=use_cache)
     if use_cache:
-        loaders, feature_seconds = _feature_loaders(cfg, module, splits)
+        datamodule = _feature_datamodule(cfg, module, splits)
     else:
         datamodule = ImageDataModule(
             splits,
@@ -147,10 +168,9 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True, on_e
             workers=cfg.workers,
             seed=cfg.seed,
         )
-        loaders, feature_seconds = {"datamodule": datamodule}, 0.0
-    static = {**_static_summary(cfg, module, splits), "feature_cache_seconds": round(feature_seconds, 3)}
+    static = _static_summary(cfg, module, splits)
     callbacks = [
-        RunFilesCallback(paths, static, on_epoch=on_epoch),
+        RunFilesCallback(paths, static, on_epoch=on_epoch, classes=splits.classes),
         ModelCheckpoint(
             dirpath=paths.checkpoints,
             filename="best",
@@ -170,7 +190,11 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True, on_e
     trainer = L.Trainer(
         max_epochs=cfg.epochs,
         accelerator=cfg.accelerator,
-        devices=1,
+        devices=parse_devices(cfg.devices),
+        num_nodes=cfg.num_nodes,
+        strategy=cfg.strategy,
+        sync_batchnorm=cfg.sync_bn,
+        use_distributed_sampler=False,  # our samplers: padded train shards, unpadded validation shards
         precision=cfg.precision,
         callbacks=callbacks,
         plugins=[AtomicCheckpointIO()],
@@ -182,7 +206,8 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True, on_e
         deterministic=on_cpu,  # free on CPU; on GPU it would cost speed
         log_every_n_steps=1,
     )
-    print(
+    rank_print = print if global_rank() == 0 else (lambda *a, **k: None)
+    rank_print(
         f"training {cfg.model} on {len(splits.train)} images ({len(splits.classes)} classes, "
         f"{len(splits.val)} for validation), {cfg.image_size}px, finetune={cfg.finetune}, "
         f"{static['trainable_params']:,}/{static['params']:,} trainable params -> {paths.root}"
@@ -192,34 +217,26 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True, on_e
         warnings.filterwarnings("ignore", message=".*does not have many workers.*")
         warnings.filterwarnings("ignore", message=".*exists and is not empty.*")  # expected when resuming
         t0 = time.perf_counter()
-        trainer.fit(module, **loaders, ckpt_path=str(paths.last) if resume else None)
+        trainer.fit(module, datamodule=datamodule, ckpt_path=str(paths.last) if resume else None)
     log.info("fit took %.1fs", time.perf_counter() - t0)
     return paths
 
 
-def _feature_loaders(cfg: TrainConfig, module: ClassifierModule, splits: DatasetSplits) -> tuple[dict, float]:
-    """Train and validation loaders over cached backbone features (computed now on a cache miss)."""
+def _feature_datamodule(cfg: TrainConfig, module: ClassifierModule, splits: DatasetSplits):
+    """Loaders over cached backbone features; the cache is filled once per node before training."""
     from imgcls.data.transforms import build_eval_transform, build_train_transform
-    from imgcls.engine.features import feature_loader, get_features
+    from imgcls.engine.features import FeatureDataModule
 
     name, _ = parse_model_spec(cfg.model)
     identity = {"model": cfg.model, "pretrained": cfg.pretrained,
                 "weights": get_model_info(name).weights if cfg.pretrained else f"random-init-seed{cfg.seed}"}  # fmt: skip
-    views = 1 if cfg.augment == "none" else max(1, cfg.feature_cache)
-    train_tf = build_eval_transform(cfg.image_size) if cfg.augment == "none" else build_train_transform(
-        cfg.image_size, cfg.augment)  # fmt: skip
-    common = dict(image_size=cfg.image_size, seed=cfg.seed, identity=identity, batch_size=cfg.batch_size,
-                  workers=cfg.workers)  # fmt: skip
-    backbone = module._backbone
-    train_feats = get_features(backbone, splits.train, transform=train_tf, views=views, **common)
-    val_feats = get_features(backbone, splits.val, transform=build_eval_transform(cfg.image_size), views=1, **common)
-    print(f"feature cache: {len(train_feats.labels)} training x {views} view(s), {len(val_feats.labels)} validation "
-          f"({train_feats.seconds + val_feats.seconds:.1f}s to compute; {train_feats.path.parent})")  # fmt: skip
-    loaders = {
-        "train_dataloaders": feature_loader(train_feats, cfg.batch_size, shuffle=True, seed=cfg.seed),
-        "val_dataloaders": feature_loader(val_feats, cfg.batch_size, shuffle=False, seed=cfg.seed),
-    }
-    return loaders, train_feats.seconds + val_feats.seconds
+    eval_tf = build_eval_transform(cfg.image_size)
+    train_tf = eval_tf if cfg.augment == "none" else build_train_transform(cfg.image_size, cfg.augment)
+    return FeatureDataModule(
+        module._backbone, splits, train_transform=train_tf, eval_transform=eval_tf,
+        views=1 if cfg.augment == "none" else max(1, cfg.feature_cache or 1), image_size=cfg.image_size,
+        seed=cfg.seed, identity=identity, batch_size=cfg.batch_size, workers=cfg.workers,
+    )  # fmt: skip
 
 
 def resume_config(run_dir: str | Path, overrides: dict) -> TrainConfig:
@@ -228,6 +245,6 @@ def resume_config(run_dir: str | Path, overrides: dict) -> TrainConfig:
     if not paths.config.is_file():
         raise ImgclsError(f"cannot resume: {paths.config} not found")
     cfg = load_run_config(paths.config)
-    allowed = {"epochs", "workers", "early_stop", "data", "accelerator", "strict"}
+    allowed = {"epochs", "workers", "early_stop", "data", "accelerator", "strict", "devices", "num_nodes", "strategy"}
     changed = {k: v for k, v in overrides.items() if v is not None and k in allowed}
     return replace(cfg, **changed, out=str(paths.root))

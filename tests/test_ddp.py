@@ -1,0 +1,36 @@
+"""Two-process DDP on CPU (gloo), launched the way users launch it: torchrun."""
+import json
+import subprocess
+import sys
+
+import pytest
+
+from imgcls.evaluate import evaluate
+from imgcls.rundir import read_metrics
+
+
+def _torchrun(*args, timeout=600):
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "imgcls",
+           *args]  # fmt: skip
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.mark.parametrize("augment", ["light", "none"])  # images, and the feature cache path (head only)
+def test_two_process_ddp_validation_is_exact(demo_data, tmp_path, augment, monkeypatch):
+    monkeypatch.setenv("IMGCLS_CACHE", str(tmp_path / "cache"))
+    run = tmp_path / "run"
+    model = "attn_cnn" if augment == "light" else "efficientnet_lite0"
+    proc = _torchrun("train", "--model", model, "--data", str(demo_data), "--epochs", "2", "--image-size", "32",
+                     "--batch-size", "8", "--devices", "2", "--strategy", "ddp", "--accelerator", "cpu",
+                     "--workers", "0", "--augment", augment, "--no-progress", "--out", str(run))  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = read_metrics(run / "metrics.csv")
+    assert [r["epoch"] for r in rows] == [1, 2]  # one writer: each epoch once
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["world_size"] == 2
+    n_val = 33  # odd: a padding sampler would count one image twice
+    best = max(rows, key=lambda r: (r["val_acc"], -r["epoch"]))
+    assert round(best["val_acc"] * n_val, 4) == round(best["val_acc"] * n_val)  # a whole number of 33 images
+    single = evaluate(run, split="validation", workers=0, engine="torch")
+    assert single["images"] == n_val
+    assert single["top1"] == pytest.approx(best["val_acc"], abs=1e-6)
