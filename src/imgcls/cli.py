@@ -42,6 +42,8 @@ def _add_train_flags(p: argparse.ArgumentParser) -> None:
     for flag, (dest, typ, help_) in TRAIN_FLAGS.items():
         p.add_argument(flag, dest=dest, type=typ, default=None, help=help_)
     p.add_argument("--strict", action="store_true", default=None, help="stop on any unreadable image (exit 2)")
+    p.add_argument("--compile", dest="compile", action="store_true", default=None,
+                   help="torch.compile the model (one-off compile time; pays off on long runs)")  # fmt: skip
     p.add_argument("--sync-bn", dest="sync_bn", action="store_true", default=None,
                    help="synchronise BatchNorm statistics across DDP processes")  # fmt: skip
     g = p.add_mutually_exclusive_group()
@@ -52,7 +54,7 @@ def _add_train_flags(p: argparse.ArgumentParser) -> None:
 
 
 def _overrides(args: argparse.Namespace) -> dict:
-    keys = [dest for dest, _, _ in TRAIN_FLAGS.values()] + ["data", "pretrained", "model", "out", "strict", "sync_bn"]
+    keys = [dest for dest, _, _ in TRAIN_FLAGS.values()] + ["data", "pretrained", "model", "out", "strict", "sync_bn", "compile"]
     return {k: getattr(args, k, None) for k in keys if getattr(args, k, None) is not None}
 
 

@@ -43,6 +43,7 @@ class TrainConfig:
     strategy: str = "auto"  # auto | ddp
     sync_bn: bool = False  # synchronise BatchNorm statistics across processes (DDP)
     precision: str | None = None  # None: bf16/16-mixed on CUDA, 32-true on CPU
+    compile: bool = False  # torch.compile the model (pays a one-off compile time; for long runs)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -75,7 +76,7 @@ def _coerce(name: str, value: Any) -> Any:
     default = TrainConfig.__dataclass_fields__[name].default
     kind = type(default) if default is not None else None
     try:
-        if kind is bool or name in ("pretrained", "strict", "sync_bn"):
+        if kind is bool or name in ("pretrained", "strict", "sync_bn", "compile"):
             if not isinstance(value, bool):
                 raise ValueError
             return value

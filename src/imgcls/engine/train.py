@@ -169,6 +169,8 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True, on_e
             seed=cfg.seed,
         )
     static = _static_summary(cfg, module, splits)
+    if cfg.compile:
+        module.model.compile()  # in place: the state_dict keys, and so the checkpoints, stay the same
     callbacks = [
         RunFilesCallback(paths, static, on_epoch=on_epoch, classes=splits.classes),
         ModelCheckpoint(
