@@ -40,7 +40,3 @@ def collate_skip_bad(batch: list):
     """default_collate without the items that failed to decode; None when none are left."""
     batch = [item for item in batch if item is not None]
     return default_collate(batch) if batch else None
-
-
-def labels_tensor(samples: Sequence[Sample]) -> torch.Tensor:
-    return torch.tensor([s.label for s in samples], dtype=torch.long)

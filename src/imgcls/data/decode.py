@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import warnings
+from contextlib import contextmanager
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -31,20 +32,15 @@ def _to_rgb(im: Image.Image) -> Image.Image:
     return im.convert("RGB")
 
 
-def load_rgb(path, *, draft_size: int | None = None) -> Image.Image:
-    """EXIF-rotated RGB; transparency composited on white. ``path`` may be a file object (uploads).
-
-    ``draft_size`` lets JPEG decode at reduced scale.
-    """
+@contextmanager
+def decoding(path):
+    """Turns every way Pillow fails on a file into BadImageError; bombs (over Pillow's limit) included."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as im:
-                if draft_size and im.format == "JPEG":
-                    im.draft("RGB", (draft_size, draft_size))
-                im.load()
-                im = ImageOps.exif_transpose(im)
-                return _to_rgb(im)
+            yield
+    except BadImageError:
+        raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise BadImageError(path, f"decompression bomb ({exc})") from None
     except FileNotFoundError:
@@ -54,3 +50,15 @@ def load_rgb(path, *, draft_size: int | None = None) -> Image.Image:
     except (OSError, SyntaxError, ValueError, TypeError, IndexError, KeyError, EOFError, MemoryError) as exc:
         # Pillow's plugins raise all of these for truncated or corrupt files.
         raise BadImageError(path, f"unreadable ({type(exc).__name__}: {exc})") from None
+
+
+def load_rgb(path, *, draft_size: int | None = None) -> Image.Image:
+    """EXIF-rotated RGB; transparency composited on white. ``path`` may be a file object (uploads).
+
+    ``draft_size`` lets JPEG decode at reduced scale.
+    """
+    with decoding(path), Image.open(path) as im:
+        if draft_size and im.format == "JPEG":
+            im.draft("RGB", (draft_size, draft_size))
+        im.load()
+        return _to_rgb(ImageOps.exif_transpose(im))

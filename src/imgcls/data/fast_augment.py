@@ -14,15 +14,13 @@ from __future__ import annotations
 
 import math
 import random
-import warnings
 
 import torch
 from PIL import Image, ImageOps
 from torchvision import transforms as T
 from torchvision.transforms import functional as F
 
-from imgcls.data.decode import _to_rgb
-from imgcls.errors import BadImageError
+from imgcls.data.decode import _to_rgb, decoding
 
 _SWAPS_AXES = {5, 6, 7, 8}  # EXIF orientations that transpose width and height
 
@@ -81,21 +79,8 @@ class FastTrainAugment:
                 f"normalize={self.normalize!r})")
 
     def __call__(self, path: str) -> torch.Tensor:
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("error", Image.DecompressionBombWarning)
-                with Image.open(path) as im:
-                    image = self._warp(im)
-        except BadImageError:
-            raise
-        except Image.DecompressionBombError as exc:
-            raise BadImageError(path, f"decompression bomb ({exc})") from None
-        except Image.DecompressionBombWarning as exc:
-            raise BadImageError(path, f"decompression bomb ({exc})") from None
-        except Image.UnidentifiedImageError:
-            raise BadImageError(path, "not an image Pillow can identify") from None
-        except (OSError, SyntaxError, ValueError, TypeError, IndexError, KeyError, EOFError, MemoryError) as exc:
-            raise BadImageError(path, f"unreadable ({type(exc).__name__}: {exc})") from None
+        with decoding(path), Image.open(path) as im:
+            image = self._warp(im)
         tensor = F.to_tensor(self.jitter(image))
         return self.normalize(tensor) if self.normalize is not None else tensor
 
