@@ -4,7 +4,6 @@ from __future__ import annotations
 import logging
 from typing import Callable, Sequence
 
-import torch
 from torch.utils.data import Dataset, default_collate
 
 from imgcls.data.decode import load_rgb
