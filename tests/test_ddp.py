@@ -34,3 +34,18 @@ def test_two_process_ddp_validation_is_exact(demo_data, tmp_path, augment, monke
     single = evaluate(run, split="validation", workers=0, engine="torch")
     assert single["images"] == n_val
     assert single["top1"] == pytest.approx(best["val_acc"], abs=1e-6)
+
+
+def test_two_process_compare_reports_once(demo_data, tmp_path, monkeypatch):
+    monkeypatch.setenv("IMGCLS_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "cmp"
+    proc = _torchrun("compare", "--data", str(demo_data), "--models", "attn_cnn:num_heads=4", "--epochs", "1",
+                     "--image-size", "32", "--batch-size", "8", "--devices", "2", "--strategy", "ddp",
+                     "--accelerator", "cpu", "--workers", "0", "--augment", "light", "--no-progress",
+                     "--out", str(out))  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("compared 1 variants") == 1  # only rank 0 evaluates and reports
+    assert (out / "report.html").is_file()
+    assert [r["epoch"] for r in read_metrics(out / "attn_cnn-num_heads4" / "metrics.csv")] == [1]
+    held_out = json.loads((out / "attn_cnn-num_heads4" / "eval" / "evaluation" / "metrics.json").read_text())
+    assert held_out["images"] == 33

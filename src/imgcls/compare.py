@@ -24,11 +24,19 @@ DEMO_TRAIN = {"epochs": 6, "image_size": 48, "augment": "light"}
 def demo_data_dir(cache: Path | None = None) -> Path:
     from imgcls.data.demo import write_demo_dataset
 
+    from imgcls.engine.train import global_rank
+
     cache = cache or Path(".cache")
     folder = cache / "demo-data-{per_class}x{size}-seed{seed}".format(**DEMO_DATA)
-    if not (folder / "classes.txt").is_file():  # written last, so its presence means complete
+    done = folder / "classes.txt"  # written last, so its presence means complete
+    if not done.is_file() and global_rank() == 0:
         print(f"generating the demo dataset in {folder}")
         write_demo_dataset(folder, **DEMO_DATA)
+    deadline = time.time() + 600
+    while not done.is_file():  # other processes of a multi-process run wait for rank 0's copy
+        if time.time() > deadline:
+            raise ImgclsError(f"timed out waiting for the demo dataset in {folder}")
+        time.sleep(1)
     return folder
 
 
@@ -76,7 +84,7 @@ def compare(
     evaluate_split: bool = True,
 ) -> Path:
     from imgcls.data.layouts import discover
-    from imgcls.engine.train import resume_config, train
+    from imgcls.engine.train import global_rank, resume_config, train
     from imgcls.evaluate import evaluate
     from imgcls.report.build import build_report
 
@@ -91,7 +99,9 @@ def compare(
     has_heldout = bool(splits.test) and splits.test_labeled
     eta = EtaPrinter(specs, base.epochs)
     started = time.perf_counter()
-    write_json(out / "compare.json", {"models": specs, "data": base.data, "epochs": base.epochs})
+    leader = global_rank() == 0  # in a multi-process run every process trains; only rank 0 evaluates and reports
+    if leader:
+        write_json(out / "compare.json", {"models": specs, "data": base.data, "epochs": base.epochs})
 
     for i, (spec, dirname) in enumerate(zip(specs, dirnames), 1):
         parse_model_spec(spec)
@@ -111,6 +121,8 @@ def compare(
                 cfg = replace(base, model=spec, out=str(paths.root))
             train(cfg, resume=state == "partial", progress=progress,
                   on_epoch=lambda rows, spec=spec: _print_eta(eta, spec, rows))  # fmt: skip
+        if not leader:
+            continue
         if has_heldout and evaluate_split and not _eval_is_fresh(paths):
             r = evaluate(paths.root, data=base.data, split="evaluation", workers=base.workers)
             print(f"[{i}/{len(specs)}] {spec}: held-out top-1 {r['top1']:.4f}, macro-F1 {r['macro_f1']:.4f}")
@@ -119,6 +131,8 @@ def compare(
         _ensure_throughput(paths)
         eta.record(spec, read_metrics(paths.metrics))
 
+    if not leader:
+        return out / "report.html"
     report = build_report(out)
     print(f"compared {len(specs)} variants in {_fmt_seconds(time.perf_counter() - started)}; report: {report}")
     return report
