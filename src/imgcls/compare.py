@@ -11,7 +11,7 @@ from pathlib import Path
 
 from imgcls.config import TrainConfig
 from imgcls.errors import ImgclsError
-from imgcls.models.registry import parse_model_spec, spec_to_dirname
+from imgcls.models.registry import spec_to_dirname
 from imgcls.rundir import RunPaths, read_json, read_metrics, write_json
 
 REFERENCE_MODELS = ["efficientnet_b0", "vit_b_16", "attn_cnn:num_heads=8", "attn_cnn:num_heads=4"]
@@ -104,7 +104,6 @@ def compare(
         write_json(out / "compare.json", {"models": specs, "data": base.data, "epochs": base.epochs})
 
     for i, (spec, dirname) in enumerate(zip(specs, dirnames), 1):
-        parse_model_spec(spec)
         paths = RunPaths(out / dirname)
         state = run_state(paths, base.epochs)
         eta.record(spec, read_metrics(paths.metrics))

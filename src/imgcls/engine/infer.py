@@ -14,7 +14,7 @@ from imgcls.data.datamodule import default_workers, make_loader
 from imgcls.data.layouts import Sample
 from imgcls.data.transforms import build_eval_transform
 from imgcls.errors import ImgclsError
-from imgcls.models.registry import _ensure_loaded, _REGISTRY, create_model, parse_model_spec
+from imgcls.models.registry import create_model, get_model_info, list_models, parse_model_spec
 from imgcls.models.weights import load_state_dict_file
 from imgcls.rundir import RunPaths, open_run, read_json
 
@@ -55,11 +55,10 @@ def imagenet_categories() -> list[str]:
 
 def load_model_or_run(ref: str | Path) -> LoadedModel:
     """A run folder, or (when no such folder exists) a registry model name with its ImageNet head."""
-    _ensure_loaded()
     ref_s = str(ref)
-    if not Path(ref_s).exists() and ref_s in _REGISTRY and _REGISTRY[ref_s].has_weights:
+    if not Path(ref_s).exists() and ref_s in list_models() and get_model_info(ref_s).has_weights:
         model = create_model(ref_s, 1000, pretrained=True)
-        return LoadedModel(model.eval(), imagenet_categories(), _REGISTRY[ref_s].default_image_size, ref_s, None)
+        return LoadedModel(model.eval(), imagenet_categories(), get_model_info(ref_s).default_image_size, ref_s, None)
     return load_run(ref)
 
 
