@@ -162,7 +162,7 @@ def build_report(root: str | Path) -> Path:
 <h2>Conclusion</h2><ul class="concl">{"".join(f"<li>{_md_bold_to_html(line)}</li>" for line in lines)}</ul>
 <h2>Results</h2><table><thead><tr>{head}</tr></thead><tbody>{body_rows}</tbody></table>
 <p class="note">{split_note}training time is the sum of epoch times (training + validation);
-inference img/s is the eval forward pass at batch 32, decoding excluded. Every number comes from the
+inference img/s is PyTorch's eval forward pass (channels_last) at batch 32 on this machine, decoding excluded. Every number comes from the
 variant's metrics.csv, summary.json, eval/ and inference.json.</p>
 <h2>Training curves</h2>{_img_tag(figs["curves"], "training curves")}
 <div class="grid">{_img_tag(figs["overlay"], "validation accuracy overlay")}{_img_tag(figs["tradeoff"], "trade-off")}</div>
