@@ -47,8 +47,9 @@ def decoding(path):
         raise BadImageError(path, "file not found") from None
     except Image.UnidentifiedImageError:
         raise BadImageError(path, NOT_AN_IMAGE) from None
-    except (OSError, SyntaxError, ValueError, TypeError, IndexError, KeyError, EOFError, MemoryError) as exc:
-        # Pillow's plugins raise all of these for truncated or corrupt files.
+    except Exception as exc:
+        # Pillow's plugins raise many types for corrupt files (OSError, SyntaxError, ValueError, struct.error,
+        # IndexError, ZeroDivisionError...): whatever a file makes the decoder raise, the file is bad.
         raise BadImageError(path, f"unreadable ({type(exc).__name__}: {exc})") from None
 
 
