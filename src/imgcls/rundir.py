@@ -54,14 +54,19 @@ class RunPaths:
         return self.root / "eval"
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write to a temporary file and rename, so a kill never leaves half a file behind."""
+def atomic_write(path: Path, write, *, binary: bool = False) -> None:
+    """``write(fh)`` into a temporary file that is fsynced and renamed: a kill never leaves half a file."""
+    path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w") as fh:
-        fh.write(text)
+    with open(tmp, "wb" if binary else "w") as fh:
+        write(fh)
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, path)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write(path, lambda fh: fh.write(text))
 
 
 def write_json(path: Path, data: Any) -> None:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from imgcls.data.layouts import DatasetSplits, Sample
 from imgcls.errors import BadImageError, ImgclsError
+from imgcls.rundir import atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -87,9 +88,7 @@ def scan_samples(samples: list[Sample], *, root: str, workers: int | None = None
             cache[path] = [*stamp, reason]
         try:
             cache_path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = cache_path.with_suffix(".tmp")
-            tmp.write_text(json.dumps(cache))
-            os.replace(tmp, cache_path)
+            atomic_write_text(cache_path, json.dumps(cache))
         except OSError as exc:
             log.warning("could not save the scan cache %s: %s", cache_path, exc)
     return [BadFile(s.path, verdicts[s.path]) for s in samples if verdicts.get(s.path)]

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import math
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -14,7 +13,7 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from imgcls.errors import ImgclsError
 
-from imgcls.rundir import RunPaths, read_metrics, write_json, write_metrics
+from imgcls.rundir import RunPaths, atomic_write, read_metrics, write_json, write_metrics
 
 
 def summarize(rows: list[dict[str, Any]], static: dict[str, Any]) -> dict[str, Any]:
@@ -122,12 +121,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     def save_checkpoint(self, checkpoint: dict, path, storage_options=None) -> None:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        with open(tmp, "wb") as fh:
-            torch.save(checkpoint, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
+        atomic_write(path, lambda fh: torch.save(checkpoint, fh), binary=True)
 
     def load_checkpoint(self, path, map_location=None, weights_only=None) -> dict:
         from imgcls.models.weights import load_state_dict_file

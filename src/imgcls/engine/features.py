@@ -65,17 +65,19 @@ def get_features(backbone: torch.nn.Module, samples: list[Sample], *, transform,
         return CachedFeatures(np.load(folder / "features.npy", mmap_mode="r"), np.load(folder / "labels.npy"),
                               folder, 0.0)  # fmt: skip
     from imgcls.engine.infer import run_batches
+    from imgcls.engine.onnx_engine import make_runner
 
     t0 = time.perf_counter()
     folder.mkdir(parents=True, exist_ok=True)
     tmp_name = folder / f".features.{os.getpid()}.npy"
+    runner, _ = make_runner(backbone.eval(), image_size)  # once for all views
     out = None
     keep = np.ones(len(samples), dtype=bool)
     for view in range(views):
         random.seed(seed + view)
         torch.manual_seed(seed + view)
         feats, kept = run_batches(backbone, samples, image_size, transform=transform, batch_size=batch_size,
-                                  workers=workers)  # fmt: skip
+                                  workers=workers, runner=runner)  # fmt: skip
         if out is None:
             dim = feats.shape[1] if len(kept) else 0
             out = np.lib.format.open_memmap(tmp_name, mode="w+", dtype=np.float32,

@@ -65,16 +65,20 @@ def load_model_or_run(ref: str | Path) -> LoadedModel:
 @torch.no_grad()
 def run_batches(
     model: nn.Module, samples: list[Sample], image_size: int, *, transform=None, batch_size: int = 64,
-    workers: int | None = None, engine: str | None = None,
+    workers: int | None = None, engine: str | None = None, runner=None,
 ) -> tuple[torch.Tensor, list[int]]:  # fmt: skip
-    """Model outputs for the samples that decoded (eval transform unless given), and their indices."""
+    """Model outputs for the samples that decoded (eval transform unless given), and their indices.
+
+    ``runner``: a batch function from ``make_runner`` to reuse (saves re-hashing the weights per call).
+    """
     from imgcls.engine.onnx_engine import make_runner
 
     dataset = ImageDataset(samples, transform or build_eval_transform(image_size), with_index=True)
     workers = default_workers() if workers is None else workers
     loader = make_loader(dataset, batch_size=batch_size, workers=min(workers, max(0, len(samples) // batch_size)),
                          shuffle=False)  # fmt: skip
-    runner, _ = make_runner(model.eval(), image_size, engine=engine)
+    if runner is None:
+        runner, _ = make_runner(model.eval(), image_size, engine=engine)
     outputs, kept = [], []
     for batch in loader:
         if batch is None:
