@@ -1,4 +1,5 @@
 """Shared fixtures: small synthetic datasets and one tiny trained run, made once per session."""
+
 from __future__ import annotations
 
 import os
@@ -30,8 +31,16 @@ def train_tiny(data: Path, out: Path, **overrides):
     from imgcls.config import resolve_config
     from imgcls.engine.train import train
 
-    options = dict(model="attn_cnn", data=str(data), out=str(out), epochs=2, image_size=32, batch_size=16,
-                   workers=0, augment="light")  # fmt: skip
+    options = dict(
+        model="attn_cnn",
+        data=str(data),
+        out=str(out),
+        epochs=2,
+        image_size=32,
+        batch_size=16,
+        workers=0,
+        augment="light",
+    )
     options.update(overrides)
     return train(resolve_config(None, options), progress=False)
 

@@ -1,4 +1,5 @@
 """The bench runs end to end and writes the documented JSON; speeds are reported, never asserted."""
+
 import json
 
 from imgcls.bench import TARGETS, run_bench

@@ -3,8 +3,9 @@ import sys
 
 import pytest
 
-from conftest import write_image
 from imgcls.cli import main
+
+from conftest import write_image
 
 
 def run_cli(capsys, *argv):
@@ -67,8 +68,18 @@ def test_resume_refuses_changed_recipe(capsys, tiny_run):
 def test_evaluate_and_predict_commands(capsys, tiny_run, demo_data, tmp_path):
     code, out, _ = run_cli(capsys, "evaluate", str(tiny_run), "--workers", "0")
     assert code == 0 and "top-1" in out and "circle" in out
-    code, out, _ = run_cli(capsys, "predict", str(tiny_run), str(demo_data / "evaluation" / "0_0.jpg"),
-                           "--out", str(tmp_path / "p.csv"), "--topk", "2", "--workers", "0")  # fmt: skip
+    code, out, _ = run_cli(
+        capsys,
+        "predict",
+        str(tiny_run),
+        str(demo_data / "evaluation" / "0_0.jpg"),
+        "--out",
+        str(tmp_path / "p.csv"),
+        "--topk",
+        "2",
+        "--workers",
+        "0",
+    )
     assert code == 0 and (tmp_path / "p.csv").read_text().startswith("Id,Category,top1_class")
 
 
@@ -77,8 +88,18 @@ def test_predict_with_an_imagenet_model_name(capsys, tmp_path):
     from PIL import Image
 
     Image.fromarray(skimage_data.coffee()).save(tmp_path / "coffee.jpg")
-    code, out, _ = run_cli(capsys, "predict", "efficientnet_lite0", str(tmp_path / "coffee.jpg"), "--topk", "1",
-                           "--out", str(tmp_path / "p.csv"), "--workers", "0")  # fmt: skip
+    code, out, _ = run_cli(
+        capsys,
+        "predict",
+        "efficientnet_lite0",
+        str(tmp_path / "coffee.jpg"),
+        "--topk",
+        "1",
+        "--out",
+        str(tmp_path / "p.csv"),
+        "--workers",
+        "0",
+    )
     assert code == 0 and "coffee.jpg: espresso" in out
 
 
@@ -95,7 +116,11 @@ def test_demo_data_command(capsys, tmp_path):
 
 
 def test_real_process_error_has_no_traceback(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "imgcls", "train", "--model", "attn_cnn", "--data",
-                           str(tmp_path / "missing")], capture_output=True, text=True, timeout=120)  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "-m", "imgcls", "train", "--model", "attn_cnn", "--data", str(tmp_path / "missing")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 2
     assert "data folder not found" in proc.stderr and "Traceback" not in proc.stderr

@@ -92,8 +92,15 @@ def test_interrupted_variant_resumes(comparison, demo_data, tmp_path, capsys):
     assert run_state(run, 2) == "done"
 
 
-@pytest.mark.parametrize("specs,match", [(["attn_cnn:heads"], "key=value"), (["nope"], "valid models"),
-                                         (["attn_cnn", "attn_cnn"], "twice"), ([], "no models")])  # fmt: skip
+@pytest.mark.parametrize(
+    "specs,match",
+    [
+        (["attn_cnn:heads"], "key=value"),
+        (["nope"], "valid models"),
+        (["attn_cnn", "attn_cnn"], "twice"),
+        ([], "no models"),
+    ],
+)
 def test_bad_specs_fail_before_training(demo_data, tmp_path, specs, match):
     with pytest.raises(ImgclsError, match=match):
         compare(_cfg(demo_data), specs, tmp_path / "x", progress=False)
@@ -125,3 +132,16 @@ def test_report_renders_in_a_real_browser(comparison, tmp_path):
         page.screenshot(path=str(tmp_path / "report.png"), full_page=True)
         browser.close()
     assert (tmp_path / "report.png").stat().st_size > 10_000
+
+
+def test_a_changed_recipe_is_not_reused(demo_data, tmp_path):
+    out = tmp_path / "c"
+    specs = ["attn_cnn:num_heads=4"]
+    compare(_cfg(demo_data), specs, out, progress=False)
+    with pytest.raises(ImgclsError, match=r"--lr 0\.001 -> 0\.01.*--retrain"):
+        compare(_cfg(demo_data, lr=0.01), specs, out, progress=False)
+    compare(_cfg(demo_data, lr=0.01), specs, out, progress=False, retrain=True)
+    from imgcls.config import load_run_config
+
+    assert load_run_config(out / "attn_cnn-num_heads4" / "config.yaml").lr == 0.01
+    compare(_cfg(demo_data, lr=0.01, workers=1), specs, out, progress=False)  # a resumable field: reused

@@ -7,7 +7,12 @@ from imgcls.errors import ImgclsError
 def test_defaults_are_the_reference_recipe():
     cfg = TrainConfig()
     assert (cfg.lr, cfg.weight_decay, cfg.batch_size, cfg.plateau_factor, cfg.plateau_patience) == (
-        1e-3, 1e-4, 64, 0.5, 3)  # fmt: skip
+        1e-3,
+        1e-4,
+        64,
+        0.5,
+        3,
+    )
     assert cfg.augment == "reference"
 
 
@@ -23,8 +28,10 @@ def test_food11_seed_config_holds_the_recipe():
     assert cfg.epochs == 100 and cfg.image_size == 224 and cfg.lr == 1e-3 and cfg.weight_decay == 1e-4
 
 
-@pytest.mark.parametrize("text,match", [("epoch: 3\n", "unknown option"), ("epochs: many\n", "epochs"),
-                                        ("- 1\n", "mapping"), ("a: [\n", "YAML")])  # fmt: skip
+@pytest.mark.parametrize(
+    "text,match",
+    [("epoch: 3\n", "unknown option"), ("epochs: many\n", "epochs"), ("- 1\n", "mapping"), ("a: [\n", "YAML")],
+)
 def test_bad_yaml_is_a_clear_error(tmp_path, text, match):
     path = tmp_path / "c.yaml"
     path.write_text(text)

@@ -1,4 +1,5 @@
 """Two-process DDP on CPU (gloo), launched the way users launch it: torchrun."""
+
 import json
 import subprocess
 import sys
@@ -10,8 +11,17 @@ from imgcls.rundir import read_metrics
 
 
 def _torchrun(*args, timeout=600):
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "imgcls",
-           *args]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node",
+        "2",
+        "-m",
+        "imgcls",
+        *args,
+    ]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
 
 
@@ -20,9 +30,32 @@ def test_two_process_ddp_validation_is_exact(demo_data, tmp_path, augment, monke
     monkeypatch.setenv("IMGCLS_CACHE", str(tmp_path / "cache"))
     run = tmp_path / "run"
     model = "attn_cnn" if augment == "light" else "efficientnet_lite0"
-    proc = _torchrun("train", "--model", model, "--data", str(demo_data), "--epochs", "2", "--image-size", "32",
-                     "--batch-size", "8", "--devices", "2", "--strategy", "ddp", "--accelerator", "cpu",
-                     "--workers", "0", "--augment", augment, "--no-progress", "--out", str(run))  # fmt: skip
+    proc = _torchrun(
+        "train",
+        "--model",
+        model,
+        "--data",
+        str(demo_data),
+        "--epochs",
+        "2",
+        "--image-size",
+        "32",
+        "--batch-size",
+        "8",
+        "--devices",
+        "2",
+        "--strategy",
+        "ddp",
+        "--accelerator",
+        "cpu",
+        "--workers",
+        "0",
+        "--augment",
+        augment,
+        "--no-progress",
+        "--out",
+        str(run),
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = read_metrics(run / "metrics.csv")
     assert [r["epoch"] for r in rows] == [1, 2]  # one writer: each epoch once
@@ -39,10 +72,32 @@ def test_two_process_ddp_validation_is_exact(demo_data, tmp_path, augment, monke
 def test_two_process_compare_reports_once(demo_data, tmp_path, monkeypatch):
     monkeypatch.setenv("IMGCLS_CACHE", str(tmp_path / "cache"))
     out = tmp_path / "cmp"
-    proc = _torchrun("compare", "--data", str(demo_data), "--models", "attn_cnn:num_heads=4", "--epochs", "1",
-                     "--image-size", "32", "--batch-size", "8", "--devices", "2", "--strategy", "ddp",
-                     "--accelerator", "cpu", "--workers", "0", "--augment", "light", "--no-progress",
-                     "--out", str(out))  # fmt: skip
+    proc = _torchrun(
+        "compare",
+        "--data",
+        str(demo_data),
+        "--models",
+        "attn_cnn:num_heads=4",
+        "--epochs",
+        "1",
+        "--image-size",
+        "32",
+        "--batch-size",
+        "8",
+        "--devices",
+        "2",
+        "--strategy",
+        "ddp",
+        "--accelerator",
+        "cpu",
+        "--workers",
+        "0",
+        "--augment",
+        "light",
+        "--no-progress",
+        "--out",
+        str(out),
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.count("compared 1 variants") == 1  # only rank 0 evaluates and reports
     assert (out / "report.html").is_file()

@@ -1,4 +1,5 @@
 """Every kind of image file becomes correct RGB; anything else raises the project's BadImageError."""
+
 import io
 
 import numpy as np
@@ -67,8 +68,9 @@ def test_exif_rotation(tmp_path):
     assert arr[2, 5, 2] > 200 and arr[17, 5, 0] > 200  # blue on top, red below
 
 
-@pytest.mark.parametrize("data,reason", [(b"", "not an image"), (b"GIF89a-junk", "not an image"),
-                                         (b"plain text", "not an image")])  # fmt: skip
+@pytest.mark.parametrize(
+    "data,reason", [(b"", "not an image"), (b"GIF89a-junk", "not an image"), (b"plain text", "not an image")]
+)
 def test_bad_bytes(tmp_path, data, reason):
     (tmp_path / "b.jpg").write_bytes(data)
     with pytest.raises(BadImageError, match=reason):
@@ -117,8 +119,11 @@ def test_fuzz_random_bytes_only_raise_bad_image_error(data):
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.sampled_from(range(len(SEEDS))), st.lists(st.tuples(st.integers(0, 10**6), st.integers(0, 255)), max_size=8),
-       st.integers(0, 10**6))  # fmt: skip
+@given(
+    st.sampled_from(range(len(SEEDS))),
+    st.lists(st.tuples(st.integers(0, 10**6), st.integers(0, 255)), max_size=8),
+    st.integers(0, 10**6),
+)
 def test_fuzz_mutated_images_only_raise_bad_image_error(which, flips, cut):
     data = bytearray(SEEDS[which])
     for pos, value in flips:

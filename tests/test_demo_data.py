@@ -52,13 +52,25 @@ def test_linear_model_on_pixels_stays_well_below_a_small_cnn(tmp_path):
     linear = _fit(nn.Sequential(nn.Flatten(), nn.Linear(3 * 32 * 32, 11)), x, y, xv, yv, 30, wd=1e-3)
     torch.manual_seed(0)
     cnn = nn.Sequential(
-        nn.Conv2d(3, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(32, 64, 3, padding=1), nn.BatchNorm2d(64), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(64, 128, 3, padding=1), nn.BatchNorm2d(128), nn.ReLU(), nn.AdaptiveMaxPool2d(1),
-        nn.Flatten(), nn.Linear(128, 11),
-    )  # fmt: skip
+        nn.Conv2d(3, 32, 3, padding=1),
+        nn.BatchNorm2d(32),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(32, 64, 3, padding=1),
+        nn.BatchNorm2d(64),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(64, 128, 3, padding=1),
+        nn.BatchNorm2d(128),
+        nn.ReLU(),
+        nn.AdaptiveMaxPool2d(1),
+        nn.Flatten(),
+        nn.Linear(128, 11),
+    )
     cnn_acc = _fit(cnn, x, y, xv, yv, 15)
-    print(f"\ndemo data, 11 classes, 660 train / 198 val at 32 px: linear on pixels {linear:.3f}, small CNN {cnn_acc:.3f}")
+    print(
+        f"\ndemo data, 11 classes, 660 train / 198 val at 32 px: linear on pixels {linear:.3f}, small CNN {cnn_acc:.3f}"
+    )
     assert cnn_acc >= 0.45
     assert linear <= 0.25
     assert cnn_acc - linear >= 0.25

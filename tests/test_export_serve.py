@@ -35,6 +35,7 @@ def test_onnx_export_has_a_dynamic_batch_axis(exported, tiny_run):
     from imgcls.engine.onnx_engine import OrtRunner
 
     runner = OrtRunner(tiny_run / "export" / "model.onnx")
+    assert runner.engine == "onnxruntime"
     for batch in (1, 4, 7):
         assert runner(torch.randn(batch, 3, 32, 32)).shape == (batch, 11)
 
@@ -42,11 +43,11 @@ def test_onnx_export_has_a_dynamic_batch_axis(exported, tiny_run):
 def test_safetensors_export_round_trips(tiny_run, tmp_path):
     from safetensors.torch import load_file
 
-    from imgcls.engine.infer import load_run
+    from imgcls.engine.predictor import load_predictor
 
     r = export(tiny_run, "safetensors", out=tmp_path)
     weights = load_file(r["path"])
-    model = load_run(tiny_run).model
+    model = load_predictor(tiny_run, engine="torch").model
     assert set(weights) == set(model.state_dict())
     assert all(torch.equal(weights[k], v) for k, v in model.state_dict().items())
 
@@ -96,7 +97,7 @@ def test_predict_returns_top5_probabilities(client, tiny_run):
     # The same image through PyTorch gives the same answer.
     from imgcls.engine.predictor import load_predictor
 
-    pt = load_predictor(tiny_run, prefer_onnx=False)
+    pt = load_predictor(tiny_run, engine="torch")
     assert pt.engine == "pytorch"
     expected = pt.topk([Image.open(io.BytesIO(_png())).convert("RGB")])[0]
     assert [t["class"] for t in top] == [t["class"] for t in expected]
@@ -148,8 +149,12 @@ def server(exported, tiny_run):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, "-m", "imgcls", "serve", str(tiny_run), "--port", str(port)],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "imgcls", "serve", str(tiny_run), "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     url = f"http://127.0.0.1:{port}"
     for _ in range(300):
         try:
@@ -173,8 +178,11 @@ def test_real_browser_upload_shows_the_prediction(server, demo_data, tmp_path):
     from playwright.sync_api import sync_playwright
 
     image = demo_data / "evaluation" / "4_0.jpg"
-    expected = json.loads(urllib.request.urlopen(urllib.request.Request(
-        server + "/predict", data=_multipart_body(image), headers={"Content-Type": _CT})).read())["top"][0]["class"]  # fmt: skip
+    expected = json.loads(
+        urllib.request.urlopen(
+            urllib.request.Request(server + "/predict", data=_multipart_body(image), headers={"Content-Type": _CT})
+        ).read()
+    )["top"][0]["class"]
     with sync_playwright() as p:
         browser = launch(p)
         page = browser.new_page()
@@ -192,8 +200,10 @@ _CT = "multipart/form-data; boundary=imgclsboundary"
 
 
 def _multipart_body(path) -> bytes:
-    return (b"--imgclsboundary\r\nContent-Disposition: form-data; name=\"file\"; filename=\"x.jpg\"\r\n"
-            b"Content-Type: image/jpeg\r\n\r\n" + path.read_bytes() + b"\r\n--imgclsboundary--\r\n")  # fmt: skip
+    return (
+        b'--imgclsboundary\r\nContent-Disposition: form-data; name="file"; filename="x.jpg"\r\n'
+        b"Content-Type: image/jpeg\r\n\r\n" + path.read_bytes() + b"\r\n--imgclsboundary--\r\n"
+    )
 
 
 def test_bounded_load_on_loopback_has_no_errors(server, demo_data):

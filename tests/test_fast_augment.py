@@ -18,20 +18,23 @@ def photo():
     return render(3, 200, np.random.default_rng(0)).resize((400, 300))
 
 
-@pytest.mark.parametrize("angle,crop,flip", [(0, (0, 0, 300, 400), False), (25, (40, 60, 200, 180), False),
-                                             (-33, (10, 100, 150, 250), True)])  # fmt: skip
+@pytest.mark.parametrize(
+    "angle,crop,flip", [(0, (0, 0, 300, 400), False), (25, (40, 60, 200, 180), False), (-33, (10, 100, 150, 250), True)]
+)
 def test_one_warp_equals_rotate_crop_resize_flip(photo, angle, crop, flip):
     ref = F.rotate(photo, angle, interpolation=InterpolationMode.BILINEAR)
     ref = F.resized_crop(ref, *crop, [112, 112])
     if flip:
         ref = F.hflip(ref)
-    out = photo.transform((112, 112), Image.AFFINE, affine_coefficients(400, 300, angle, crop, 112, flip),
-                          resample=Image.BILINEAR)  # fmt: skip
+    out = photo.transform(
+        (112, 112), Image.AFFINE, affine_coefficients(400, 300, angle, crop, 112, flip), resample=Image.BILINEAR
+    )
     diff = np.abs(np.asarray(ref, float) - np.asarray(out, float)).mean()
     assert diff < 6, diff
     if angle:  # the opposite rotation is far off: the test can tell
-        wrong = photo.transform((112, 112), Image.AFFINE, affine_coefficients(400, 300, -angle, crop, 112, flip),
-                                resample=Image.BILINEAR)  # fmt: skip
+        wrong = photo.transform(
+            (112, 112), Image.AFFINE, affine_coefficients(400, 300, -angle, crop, 112, flip), resample=Image.BILINEAR
+        )
         assert np.abs(np.asarray(ref, float) - np.asarray(wrong, float)).mean() > 3 * diff
 
 

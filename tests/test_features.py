@@ -3,13 +3,14 @@ import json
 import numpy as np
 import pytest
 
-from conftest import train_tiny, write_image
 from imgcls.data.layouts import discover
 from imgcls.data.transforms import build_eval_transform, build_train_transform
 from imgcls.engine.features import get_features
 from imgcls.models import create_model
 from imgcls.models.registry import headless_view
 from imgcls.rundir import read_metrics
+
+from conftest import train_tiny, write_image
 
 
 @pytest.fixture
@@ -20,8 +21,16 @@ def cache(tmp_path, monkeypatch):
 
 def _get(samples, transform, views=1):
     model = create_model("attn_cnn", 11, image_size=32).eval()
-    return get_features(headless_view(model, "attn_cnn"), samples, transform=transform, image_size=32,
-                        views=views, seed=0, identity={"model": "attn_cnn"}, workers=0)  # fmt: skip
+    return get_features(
+        headless_view(model, "attn_cnn"),
+        samples,
+        transform=transform,
+        image_size=32,
+        views=views,
+        seed=0,
+        identity={"model": "attn_cnn"},
+        workers=0,
+    )
 
 
 def test_second_call_reads_the_memory_mapped_cache(demo_data, cache):
@@ -69,8 +78,10 @@ def test_cached_head_training_matches_the_uncached_path(cache, tmp_path):
     b = json.loads(plain.summary.read_text())
     assert a["feature_cache_seconds"] > 0 and b["feature_cache_seconds"] == 0
     rows_a, rows_b = read_metrics(cached.metrics), read_metrics(plain.metrics)
-    print(f"\ncached   {[(r['train_loss'], r['val_acc']) for r in rows_a]}"
-          f"\nuncached {[(r['train_loss'], r['val_acc']) for r in rows_b]}")
+    print(
+        f"\ncached   {[(r['train_loss'], r['val_acc']) for r in rows_a]}"
+        f"\nuncached {[(r['train_loss'], r['val_acc']) for r in rows_b]}"
+    )
     assert a["best_val_acc"] > 0.3  # it learned something, so agreement means something
     assert abs(a["best_val_acc"] - b["best_val_acc"]) <= 0.01
     assert abs(rows_a[-1]["val_acc"] - rows_b[-1]["val_acc"]) <= 0.01

@@ -2,9 +2,10 @@ from collections import Counter
 
 import pytest
 
-from conftest import write_image
 from imgcls.data.layouts import FOOD11_CLASSES, UNLABELED, discover, unlabeled_samples
 from imgcls.errors import ImgclsError
+
+from conftest import write_image
 
 
 def make_flat(root, split, counts: dict[int, int], ext="jpg"):

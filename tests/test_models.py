@@ -98,8 +98,10 @@ def test_bad_model_kwarg_is_a_clear_error():
         create_model("attn_cnn", 11, colour="blue")
 
 
-@pytest.mark.parametrize("name,filename", [("efficientnet_b0", "efficientnet_b0_rwightman-7f5810bc.pth"),
-                                           ("vit_b_16", "vit_b_16-c867db91.pth")])  # fmt: skip
+@pytest.mark.parametrize(
+    "name,filename",
+    [("efficientnet_b0", "efficientnet_b0_rwightman-7f5810bc.pth"), ("vit_b_16", "vit_b_16-c867db91.pth")],
+)
 def test_missing_hub_weights_name_file_folder_and_flag(name, filename, tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
     monkeypatch.setenv("IMGCLS_OFFLINE", "1")
@@ -137,9 +139,10 @@ def test_pretrained_vit_b_16_only_at_224():
 
 def test_efficientnet_lite0_imagenet_keeps_head_and_knows_espresso():
     skimage_data = pytest.importorskip("skimage.data")
-    from imgcls.data.transforms import build_eval_transform
-    from imgcls.engine.infer import imagenet_categories
     from PIL import Image
+
+    from imgcls.data.transforms import build_eval_transform
+    from imgcls.engine.predictor import imagenet_categories
 
     model = create_model("efficientnet_lite0", num_classes=1000, pretrained=True).eval()
     assert model.classifier.out_features == 1000

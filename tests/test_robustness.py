@@ -1,4 +1,5 @@
 """Nothing lost, nothing crashes: bad images, killed runs, NaN losses, unsafe checkpoint files."""
+
 import os
 import pickle
 import shutil
@@ -10,10 +11,11 @@ import time
 import pytest
 import torch
 
-from conftest import train_tiny
 from imgcls.cli import main
 from imgcls.errors import ImgclsError
 from imgcls.rundir import read_metrics
+
+from conftest import train_tiny
 
 
 @pytest.fixture
@@ -43,8 +45,24 @@ def test_bad_files_are_skipped_listed_and_counted(messy_data, tmp_path, capsys):
 
 
 def test_strict_turns_bad_files_into_exit_2(messy_data, tmp_path, capsys):
-    code = main(["train", "--model", "attn_cnn", "--data", str(messy_data), "--epochs", "1", "--image-size", "32",
-                 "--strict", "--out", str(tmp_path / "run"), "--workers", "0"])  # fmt: skip
+    code = main(
+        [
+            "train",
+            "--model",
+            "attn_cnn",
+            "--data",
+            str(messy_data),
+            "--epochs",
+            "1",
+            "--image-size",
+            "32",
+            "--strict",
+            "--out",
+            str(tmp_path / "run"),
+            "--workers",
+            "0",
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2 and "4 bad image file(s)" in err and "1_90.jpg" in err and "Traceback" not in err
 
@@ -120,8 +138,27 @@ def test_kill_9_mid_training_then_resume(tmp_path):
 
     data = write_demo_dataset(tmp_path / "data", per_class=30, size=48, seed=2)
     run = tmp_path / "run"
-    cmd = [sys.executable, "-m", "imgcls", "train", "--model", "attn_cnn", "--data", str(data), "--epochs", "4",
-           "--image-size", "48", "--batch-size", "16", "--workers", "0", "--no-progress", "--out", str(run)]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "imgcls",
+        "train",
+        "--model",
+        "attn_cnn",
+        "--data",
+        str(data),
+        "--epochs",
+        "4",
+        "--image-size",
+        "48",
+        "--batch-size",
+        "16",
+        "--workers",
+        "0",
+        "--no-progress",
+        "--out",
+        str(run),
+    ]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.time() + 240
     while time.time() < deadline and len(read_metrics(run / "metrics.csv")) < 1:
@@ -132,7 +169,11 @@ def test_kill_9_mid_training_then_resume(tmp_path):
     done = [r["epoch"] for r in read_metrics(run / "metrics.csv")]
     assert 1 <= len(done) < 4, done
     torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)  # the checkpoint is whole
-    resumed = subprocess.run([sys.executable, "-m", "imgcls", "train", "--resume", str(run), "--no-progress"],
-                             capture_output=True, text=True, timeout=600)  # fmt: skip
+    resumed = subprocess.run(
+        [sys.executable, "-m", "imgcls", "train", "--resume", str(run), "--no-progress"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert [r["epoch"] for r in read_metrics(run / "metrics.csv")] == [1, 2, 3, 4]

@@ -5,18 +5,25 @@ import pytest
 import torch
 import yaml
 
-from conftest import train_tiny
 from imgcls.config import load_run_config
-from imgcls.engine.infer import load_run
+from imgcls.engine.predictor import load_predictor
 from imgcls.errors import ImgclsError
 from imgcls.evaluate import evaluate
 from imgcls.predict import predict
 from imgcls.rundir import METRICS_COLUMNS, read_metrics
 
+from conftest import train_tiny
+
 
 def test_run_directory_is_complete(tiny_run, demo_data):
-    for name in ("config.yaml", "classes.json", "metrics.csv", "summary.json", "checkpoints/best.ckpt",
-                 "checkpoints/last.ckpt"):  # fmt: skip
+    for name in (
+        "config.yaml",
+        "classes.json",
+        "metrics.csv",
+        "summary.json",
+        "checkpoints/best.ckpt",
+        "checkpoints/last.ckpt",
+    ):
         assert (tiny_run / name).is_file(), name
     assert not (tiny_run / "bad_files.txt").exists()
     cfg = yaml.safe_load((tiny_run / "config.yaml").read_text())
@@ -69,9 +76,17 @@ def test_predict_csv_matches_model(tiny_run, demo_data, tmp_path):
     with open(out) as fh:
         rows = list(csv.DictReader(fh))
     assert r["predicted"] == len(rows) == 33
-    assert list(rows[0]) == ["Id", "Category", "top1_class", "top1_prob", "top2_class", "top2_prob",
-                             "top3_class", "top3_prob"]  # fmt: skip
-    loaded = load_run(tiny_run)
+    assert list(rows[0]) == [
+        "Id",
+        "Category",
+        "top1_class",
+        "top1_prob",
+        "top2_class",
+        "top2_prob",
+        "top3_class",
+        "top3_prob",
+    ]
+    loaded = load_predictor(tiny_run)
     assert all(loaded.classes[int(row["Category"])] == row["top1_class"] for row in rows)
     assert all(float(row["top1_prob"]) >= float(row["top2_prob"]) >= float(row["top3_prob"]) for row in rows)
     plain = predict(str(tiny_run), [str(demo_data / "evaluation")], out=tmp_path / "p2.csv", workers=0)
@@ -105,7 +120,7 @@ def test_head_only_training_leaves_the_backbone_untouched(demo_data, tmp_path):
     assert cfg.pretrained is True and cfg.finetune == "head"
     summary = json.loads(paths.summary.read_text())
     assert summary["trainable_params"] == 1280 * 11 + 11
-    trained = load_run(paths.root).model
+    trained = load_predictor(paths.root, engine="torch").model
     original = create_model("efficientnet_lite0", 11, pretrained=True)
     for (name, a), b in zip(trained.state_dict().items(), original.state_dict().values()):
         if not name.startswith("classifier."):

@@ -21,8 +21,14 @@ def test_eval_resize_keeps_the_reference_ratio():
 def test_reference_chain_matches_the_recipe():
     exact = build_train_transform(224, "reference-torchvision")
     names = [type(t).__name__ for t in exact.transforms]
-    assert names == ["RandomRotation", "ColorJitter", "RandomResizedCrop", "RandomHorizontalFlip", "ToTensor",
-                     "Normalize"]  # fmt: skip
+    assert names == [
+        "RandomRotation",
+        "ColorJitter",
+        "RandomResizedCrop",
+        "RandomHorizontalFlip",
+        "ToTensor",
+        "Normalize",
+    ]
     rot, jitter, crop = exact.transforms[:3]
     assert rot.degrees == [-40.0, 40.0]
     assert jitter.brightness == (0.8, 1.2) and jitter.hue == (-0.1, 0.1)

@@ -2,9 +2,11 @@
 
 Prints one JSON line: value, unit, peak_rss_mb (this process + its largest child), and extras.
 """
+
 from __future__ import annotations
 
 import json
+import os
 import resource
 import statistics
 import sys
@@ -67,18 +69,24 @@ def measure_augment(side: str, a: dict) -> dict:
 
 
 def measure_inference(side: str, a: dict) -> dict:
-    from imgcls.engine.onnx_engine import make_runner
+    import os
+
+    from imgcls.engine.predictor import predictor_for_module
     from imgcls.models import create_model
 
     model = create_model("efficientnet_b0", 11).eval()
     x = torch.randn(a["batch_size"], 3, 224, 224)
     if side == "baseline":
+
         def run(t):
             with torch.no_grad():
                 return model(t)
+
         engine = "pytorch eager NCHW"
     else:
-        run, engine = make_runner(model, 224, cache_dir=Path(a["tmp"]) / "onnx")
+        os.environ["IMGCLS_CACHE"] = str(Path(a["tmp"]) / "cache")
+        predictor = predictor_for_module(model, 224)  # the engine evaluate/predict/serve use
+        run, engine = predictor.run, predictor.engine
     run(x)
     times = []
     for _ in range(a["repeats"]):
@@ -125,8 +133,16 @@ def _imgcls_train(a: dict, data: Path, out: str, **cfg) -> _Timer:
     from imgcls.engine.train import train
 
     timer = _Timer()
-    options = dict(model="efficientnet_b0", data=str(data), out=out, image_size=224, batch_size=a["batch_size"],
-                   workers=a["workers"], pretrained=False, epochs=1)  # fmt: skip
+    options = dict(
+        model="efficientnet_b0",
+        data=str(data),
+        out=out,
+        image_size=224,
+        batch_size=a["batch_size"],
+        workers=a["workers"],
+        pretrained=False,
+        epochs=1,
+    )
     options.update(cfg)
     train(resolve_config(None, options), progress=False, extra_callbacks=[timer.callback])
     return timer
@@ -183,9 +199,12 @@ def measure_cached_epoch(side: str, a: dict) -> dict:
     n = len(jpeg_paths(data))
     epoch_s = statistics.median(n / timer.images_per_s(e) for e in (1, 2))
     cache_mb = sum(p.stat().st_size for p in (Path(a["tmp"]) / "cache").rglob("*.npy")) / 2**20
-    return {"value": epoch_s, "unit": "s/epoch",
-            "note": f"epochs 2-3 from the memory-mapped cache; whole 3-epoch run incl. feature extraction {total:.1f}s; "
-                    f"cache {cache_mb:.1f} MB for {n + 11} images (1280 float32 each)"}  # fmt: skip
+    return {
+        "value": epoch_s,
+        "unit": "s/epoch",
+        "note": f"epochs 2-3 from the memory-mapped cache; whole 3-epoch run incl. feature extraction {total:.1f}s; "
+        f"cache {cache_mb:.1f} MB for {n + 11} images (1280 float32 each)",
+    }
 
 
 def measure_full_finetune(side: str, a: dict) -> dict:
@@ -193,9 +212,17 @@ def measure_full_finetune(side: str, a: dict) -> dict:
     if side == "baseline":
         ips = _baseline_loop(a, data, head_only=False)
     else:
-        timer = _imgcls_train(a, data, str(Path(a["tmp"]) / "run-full"), finetune="full", augment="reference")
+        timer = _imgcls_train(
+            a, data, str(Path(a["tmp"]) / f"run-full-{os.getpid()}"), finetune="full", augment="reference"
+        )
         ips = timer.images_per_s(0)
     return {"value": ips, "unit": "img/s", "gflops_per_s": ips * GMACS_EFFNET_B0 * 2 * 3}
+
+
+def measure_malloc_tuning(side: str, a: dict) -> dict:
+    """imgcls's full fine-tuning with glibc malloc as it comes ("baseline") and with imgcls's in-process
+    tuning: whether the tuning earns its place."""
+    return measure_full_finetune("imgcls", a)
 
 
 def main() -> None:
@@ -205,6 +232,10 @@ def main() -> None:
     warnings.filterwarnings("ignore")
     logging.disable(logging.INFO)
     measure, side, args = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+    if side == "imgcls":
+        from imgcls.malloc import tune_malloc
+
+        tune_malloc()  # as imgcls train/compare do
     result = globals()[f"measure_{measure}"](side, args)
     result["peak_rss_mb"], result["worker_peak_rss_mb"] = peak_rss_mb()
     print(json.dumps(result))

@@ -2,6 +2,7 @@
 
 Heavy imports (torch, Lightning) happen inside the handlers so ``--help`` and argument errors are instant.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -11,51 +12,18 @@ import warnings
 
 from imgcls.errors import ImgclsError
 
-TRAIN_FLAGS = {  # flag -> (config field, type, help)
-    "--epochs": ("epochs", int, "number of epochs (recipe: 100)"),
-    "--batch-size": ("batch_size", int, "batch size per device (recipe: 64)"),
-    "--lr": ("lr", float, "Adam learning rate (recipe: 1e-3)"),
-    "--weight-decay": ("weight_decay", float, "Adam weight decay (recipe: 1e-4)"),
-    "--plateau-factor": ("plateau_factor", float, "ReduceLROnPlateau factor (recipe: 0.5)"),
-    "--plateau-patience": ("plateau_patience", int, "ReduceLROnPlateau patience (recipe: 3)"),
-    "--image-size": ("image_size", int, "square input size in px (default: the model's, 224 for the reference)"),
-    "--augment": ("augment", str, "train augmentation: reference | reference-torchvision | light | none"),
-    "--feature-cache": ("feature_cache", int, "head-only: precompute K augmented views of backbone features (0: never; default: 1 when --augment none)"),
-    "--finetune": ("finetune", str, "head (frozen backbone) | full; default head when pretrained"),
-    "--val-split": ("val_split", float, "hold out this fraction of a single ImageFolder root (stratified)"),
-    "--num-classes": ("num_classes", int, "expected number of classes; checked against the data"),
-    "--workers": ("workers", int, "DataLoader workers (default: cores - 1)"),
-    "--seed": ("seed", int, "random seed (default 42)"),
-    "--early-stop": ("early_stop", int, "stop after this many epochs without val_loss improvement"),
-    "--accelerator": ("accelerator", str, "auto | cpu | gpu"),
-    "--devices": ("devices", str, "devices per node: a count, auto, or a list like 0,1 (default 1)"),
-    "--num-nodes": ("num_nodes", int, "machines taking part (DDP; launched by torchrun or SLURM)"),
-    "--strategy": ("strategy", str, "auto | ddp"),
-    "--precision": ("precision", str, "Lightning precision, e.g. 32-true, bf16-mixed (default: auto)"),
-}
-RESUMABLE = {"epochs", "workers", "early_stop", "data", "accelerator", "strict", "devices", "num_nodes", "strategy"}
 
+def _add_train_flags(p: argparse.ArgumentParser, *, exclude: set[str] = frozenset()) -> None:
+    from imgcls.config import add_config_flags
 
-def _add_train_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", help="YAML file of options (defaults < YAML < flags)")
-    p.add_argument("--data", help="dataset folder")
-    for flag, (dest, typ, help_) in TRAIN_FLAGS.items():
-        p.add_argument(flag, dest=dest, type=typ, default=None, help=help_)
-    p.add_argument("--strict", action="store_true", default=None, help="stop on any unreadable image (exit 2)")
-    p.add_argument("--compile", dest="compile", action="store_true", default=None,
-                   help="torch.compile the model (one-off compile time; pays off on long runs)")  # fmt: skip
-    p.add_argument("--sync-bn", dest="sync_bn", action="store_true", default=None,
-                   help="synchronise BatchNorm statistics across DDP processes")  # fmt: skip
-    g = p.add_mutually_exclusive_group()
-    g.add_argument("--pretrained", dest="pretrained", action="store_true", default=None,
-                   help="start from ImageNet weights (default when the model has them)")  # fmt: skip
-    g.add_argument("--no-pretrained", dest="pretrained", action="store_false", help="random initialisation")
+    add_config_flags(p, exclude=exclude)
     p.add_argument("--no-progress", action="store_true", help="no progress bar (one line per epoch still)")
 
 
-def _overrides(args: argparse.Namespace) -> dict:
-    keys = [dest for dest, _, _ in TRAIN_FLAGS.values()] + ["data", "pretrained", "model", "out", "strict", "sync_bn", "compile"]
-    return {k: getattr(args, k, None) for k in keys if getattr(args, k, None) is not None}
+def _progress(args) -> bool:
+    """tqdm's redraws only on a terminal; logs and pipes get the one line per epoch."""
+    return not args.no_progress and sys.stdout.isatty() and sys.stderr.isatty()
 
 
 def cmd_models(args) -> int:
@@ -83,29 +51,30 @@ def cmd_demo_data(args) -> int:
 
 
 def cmd_train(args) -> int:
-    from imgcls.config import resolve_config
+    from imgcls.config import RESUMABLE, config_overrides, flag_name, resolve_config
     from imgcls.engine.train import resume_config, train
+    from imgcls.malloc import tune_malloc
 
-    overrides = _overrides(args)
+    overrides = config_overrides(args)
     if args.resume is not None:
         run_dir = args.out if args.resume is True else args.resume
         if not run_dir:
             raise ImgclsError("--resume needs the run folder: --resume runs/NAME (or --out runs/NAME --resume)")
-        fixed = sorted(set(overrides) - RESUMABLE - {"out"} - ({"model"} if args.model is None else set()))
-        if fixed or args.config:
-            raise ImgclsError(f"a resumed run keeps its config; only {', '.join(sorted(RESUMABLE))} may change "
-                              f"(got {', '.join(fixed) or '--config'})")  # fmt: skip
+        if args.config:
+            allowed = ", ".join(flag_name(f) for f in sorted(RESUMABLE))
+            raise ImgclsError(f"a resumed run keeps its config: drop --config (only {allowed} may change)")
         cfg = resume_config(run_dir, overrides)
     else:
-        if not args.model and not args.config:
-            raise ImgclsError("choose a model with --model NAME (see: imgcls models)")
         cfg = resolve_config(args.config, overrides)
-    paths = train(cfg, resume=args.resume is not None, progress=not args.no_progress)
+    tune_malloc()
+    paths = train(cfg, resume=args.resume is not None, progress=_progress(args))
     from imgcls.rundir import read_json
 
     summary = read_json(paths.summary)
-    print(f"done: best val_acc {summary.get('best_val_acc', float('nan')):.4f} at epoch {summary.get('best_epoch')}, "
-          f"{summary.get('train_seconds', 0):.1f}s -> {paths.root}")  # fmt: skip
+    print(
+        f"done: best val_acc {summary.get('best_val_acc', float('nan')):.4f} at epoch {summary.get('best_epoch')}, "
+        f"{summary.get('train_seconds', 0):.1f}s -> {paths.root}"
+    )
     return 0
 
 
@@ -113,9 +82,10 @@ def cmd_compare(args) -> int:
     from pathlib import Path
 
     from imgcls.compare import DEMO_MODELS, DEMO_TRAIN, REFERENCE_MODELS, compare, demo_data_dir
-    from imgcls.config import resolve_config
+    from imgcls.config import config_overrides, resolve_config
+    from imgcls.malloc import tune_malloc
 
-    overrides = _overrides(args)
+    overrides = config_overrides(args)
     if args.data is None:
         overrides = {**DEMO_TRAIN, **overrides, "data": str(demo_data_dir())}
         specs = args.models or DEMO_MODELS
@@ -124,7 +94,8 @@ def cmd_compare(args) -> int:
         specs = args.models or REFERENCE_MODELS
         out = args.out or f"runs/compare-{Path(args.data).resolve().name}"
     cfg = resolve_config(args.config, overrides)
-    report = compare(cfg, specs, out, progress=not args.no_progress)
+    tune_malloc()
+    report = compare(cfg, specs, out, progress=_progress(args), retrain=args.retrain)
     print(f"open {report} in a browser (or read {Path(report).with_suffix('.md')})")
     return 0
 
@@ -139,8 +110,9 @@ def cmd_report(args) -> int:
 def cmd_bench(args) -> int:
     from imgcls.bench import run_bench
 
-    results = run_bench(quick=args.quick, images=args.images, batch_size=args.batch_size, workers=args.workers,
-                        json_path=args.json)  # fmt: skip
+    results = run_bench(
+        quick=args.quick, images=args.images, batch_size=args.batch_size, workers=args.workers, json_path=args.json
+    )
     missed = [m["name"] for m in results["measures"] if not m["met"]]
     if missed:
         print(f"targets not met: {', '.join(missed)}")
@@ -167,8 +139,10 @@ def cmd_loadtest(args) -> int:
     from imgcls.serve.loadtest import load_test
 
     r = load_test(args.url, args.image, requests=args.requests, concurrency=args.concurrency)
-    print(f"{r['ok']}/{r['requests']} ok, {r['errors']} errors, concurrency {r['concurrency']}: p50 {r['p50_ms']} ms, "
-          f"p99 {r['p99_ms']} ms, {r['requests_per_s']} requests/s ({r['wall_s']} s)")  # fmt: skip
+    print(
+        f"{r['ok']}/{r['requests']} ok, {r['errors']} errors, concurrency {r['concurrency']}: p50 {r['p50_ms']} ms, "
+        f"p99 {r['p99_ms']} ms, {r['requests_per_s']} requests/s ({r['wall_s']} s)"
+    )
     return 0 if r["errors"] == 0 else 1
 
 
@@ -179,8 +153,10 @@ def cmd_check_data(args) -> int:
     splits = discover(args.data, val_split=args.val_split)
     every = splits.train + splits.val + splits.test
     bad = scan_samples(every, root=splits.root)
-    print(f"{splits.root}: {splits.layout} layout, {len(splits.classes)} classes, {len(splits.train)} training, "
-          f"{len(splits.val)} validation, {len(splits.test)} evaluation images")  # fmt: skip
+    print(
+        f"{splits.root}: {splits.layout} layout, {len(splits.classes)} classes, {len(splits.train)} training, "
+        f"{len(splits.val)} validation, {len(splits.test)} evaluation images"
+    )
     if not bad:
         print(f"all {len(every)} images decode")
         return 0
@@ -199,8 +175,10 @@ def cmd_evaluate(args) -> int:
     width = max(len(row["class"]) for row in r["per_class"])
     print(f"  {'class':<{width}}  support  precision  recall     f1")
     for row in r["per_class"]:
-        print(f"  {row['class']:<{width}}  {row['support']:>7}  {row['precision']:>9.3f}  {row['recall']:>6.3f}  "
-              f"{row['f1']:>5.3f}")  # fmt: skip
+        print(
+            f"  {row['class']:<{width}}  {row['support']:>7}  {row['precision']:>9.3f}  {row['recall']:>6.3f}  "
+            f"{row['f1']:>5.3f}"
+        )
     print(f"wrote {r['out']}/ (metrics.json, per_class.csv, confusion_matrix.csv/.png)")
     return 0
 
@@ -208,12 +186,11 @@ def cmd_evaluate(args) -> int:
 def cmd_predict(args) -> int:
     from imgcls.predict import predict
 
-    r = predict(args.run, args.inputs, out=args.out, topk=args.topk, batch_size=args.batch_size,
-                workers=args.workers)  # fmt: skip
+    r = predict(args.run, args.inputs, out=args.out, topk=args.topk, batch_size=args.batch_size, workers=args.workers)
     for name, cls, prob in r["first"]:
         print(f"  {name}: {cls} ({prob:.3f})")
     more = f" ({len(r['skipped'])} unreadable, skipped: {', '.join(r['skipped'][:5])})" if r["skipped"] else ""
-    print(f"wrote {r['predicted']} predictions to {r['out']}{more}")
+    print(f"wrote {r['predicted']} predictions to {r['out']}{more} [{r['engine']['engine']}: {r['engine']['file']}]")
     return 0
 
 
@@ -233,18 +210,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_demo_data)
 
     p = sub.add_parser("train", help="train one model into a run folder")
-    p.add_argument("--model", help="model spec name[:key=value,...], e.g. attn_cnn:num_heads=4")
-    p.add_argument("--out", help="run folder (default runs/<model>)")
-    p.add_argument("--resume", nargs="?", const=True, default=None, metavar="RUN",
-                   help="continue RUN (or --out) from its last checkpoint")  # fmt: skip
+    p.add_argument(
+        "--resume",
+        nargs="?",
+        const=True,
+        default=None,
+        metavar="RUN",
+        help="continue RUN (or --out) from its last checkpoint",
+    )
     _add_train_flags(p)
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("compare", help="train several models with one recipe and build a report")
-    p.add_argument("--models", nargs="+", metavar="SPEC",
-                   help="model specs name[:key=value,...] (default: the reference set; the demo set without --data)")
+    p.add_argument(
+        "--models",
+        nargs="+",
+        metavar="SPEC",
+        help="model specs name[:key=value,...] (default: the reference set; the demo set without --data)",
+    )
     p.add_argument("--out", help="comparison folder (default runs/compare-<data folder name>)")
-    _add_train_flags(p)
+    p.add_argument(
+        "--retrain",
+        action="store_true",
+        help="start over the variants whose saved config differs from the requested one",
+    )
+    _add_train_flags(p, exclude={"model", "out"})
     p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("report", help="rebuild a comparison report from its run folders")
@@ -285,11 +275,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--concurrency", type=int, default=8)
     p.set_defaults(func=cmd_loadtest)
 
-    for name, func, help_ in (("evaluate", cmd_evaluate, "evaluate a run on a labelled split"),
-                              ("predict", cmd_predict, "predict files or folders into a CSV")):  # fmt: skip
+    for name, func, help_ in (
+        ("evaluate", cmd_evaluate, "evaluate a run on a labelled split"),
+        ("predict", cmd_predict, "predict files or folders into a CSV"),
+    ):
         p = sub.add_parser(name, help=help_)
-        p.add_argument("run", help="run folder" + (" (or an exported model.onnx, or an ImageNet model name)"
-                                                   if name == "predict" else ""))  # fmt: skip
+        p.add_argument(
+            "run",
+            help="run folder"
+            + (" (or an exported model.onnx, or an ImageNet model name)" if name == "predict" else ""),
+        )
         if name == "evaluate":
             p.add_argument("--data", help="dataset folder (default: the one the run trained on)")
             p.add_argument("--split", default="evaluation", help="evaluation | validation | training")
@@ -309,29 +304,13 @@ def _quiet_libraries() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", message=".*LeafSpec.*")
     warnings.filterwarnings("ignore", message=".*litlogger.*")
-
-
-MALLOC_TUNABLES = "glibc.malloc.mmap_threshold=4294967296:glibc.malloc.trim_threshold=4294967296"
-
-
-def _reexec_with_malloc_tunables() -> None:
-    """glibc malloc returns large activation buffers to the kernel after every step, and re-faulting
-    them costs CPU training and inference dearly; the setting only takes effect at process start."""
-    import os
-
-    if (sys.platform != "linux" or "GLIBC_TUNABLES" in os.environ or os.environ.get("IMGCLS_NO_REEXEC")
-            or not sys.argv or not sys.argv[0]):  # fmt: skip
-        return
-    env = {**os.environ, "GLIBC_TUNABLES": MALLOC_TUNABLES}
-    try:
-        os.execve(sys.executable, [sys.executable, "-m", "imgcls", *sys.argv[1:]], env)
-    except OSError:
-        pass  # keep running without it
+    # Pillow warns once per file about EXIF quirks ("Tag data larger than file", "Corrupt EXIF data"):
+    # the image still decodes, so it is not the user's business. Real decoding failures stay errors.
+    warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL\.")
+    logging.getLogger("PIL").setLevel(logging.ERROR)
 
 
 def main(argv: list[str] | None = None) -> int:
-    if argv is None:
-        _reexec_with_malloc_tunables()
     args = build_parser().parse_args(argv)
     _quiet_libraries()
     try:

@@ -3,6 +3,7 @@
 A variant whose run already finished is skipped; one that was interrupted resumes from its last
 checkpoint. The report is built from the run folders alone (``imgcls report`` rebuilds it).
 """
+
 from __future__ import annotations
 
 import time
@@ -23,7 +24,6 @@ DEMO_TRAIN = {"epochs": 6, "image_size": 48, "augment": "light"}
 
 def demo_data_dir(cache: Path | None = None) -> Path:
     from imgcls.data.demo import write_demo_dataset
-
     from imgcls.engine.train import global_rank
 
     cache = cache or Path(".cache")
@@ -65,7 +65,7 @@ class EtaPrinter:
             return None
         mean_all = sum(measured) / len(measured)
         left = 0.0
-        for spec, ts in self.seconds.items():
+        for ts in self.seconds.values():
             per_epoch = sum(ts) / len(ts) if ts else mean_all
             left += per_epoch * max(0, self.epochs - len(ts))
         return left
@@ -82,6 +82,7 @@ def compare(
     *,
     progress: bool = True,
     evaluate_split: bool = True,
+    retrain: bool = False,
 ) -> Path:
     from imgcls.data.layouts import discover
     from imgcls.engine.train import global_rank, resume_config, train
@@ -100,11 +101,22 @@ def compare(
     eta = EtaPrinter(specs, base.epochs)
     started = time.perf_counter()
     leader = global_rank() == 0  # in a multi-process run every process trains; only rank 0 evaluates and reports
+    runs = [RunPaths(out / d) for d in dirnames]
+    stale = _stale_variants(base, specs, runs, splits)
+    if stale and not retrain:
+        listing = "; ".join(f"{spec}: {', '.join(fields)}" for spec, (_, fields) in stale.items())
+        raise ImgclsError(
+            f"{out} holds variants trained with another recipe ({listing}); choose a new --out, or "
+            f"pass --retrain to train those variants again from scratch"
+        )
+    for spec, (paths, _) in stale.items():
+        if leader:
+            print(f"{spec}: the saved config differs; training it again from scratch")
+            _remove_run(paths)
     if leader:
         write_json(out / "compare.json", {"models": specs, "data": base.data, "epochs": base.epochs})
 
-    for i, (spec, dirname) in enumerate(zip(specs, dirnames), 1):
-        paths = RunPaths(out / dirname)
+    for i, (spec, paths) in enumerate(zip(specs, runs), 1):
         state = run_state(paths, base.epochs)
         eta.record(spec, read_metrics(paths.metrics))
         left = eta.eta()
@@ -118,8 +130,12 @@ def compare(
                 cfg = resume_config(paths.root, {"epochs": base.epochs, "workers": base.workers})
             else:
                 cfg = replace(base, model=spec, out=str(paths.root))
-            train(cfg, resume=state == "partial", progress=progress,
-                  on_epoch=lambda rows, spec=spec: _print_eta(eta, spec, rows))  # fmt: skip
+            train(
+                cfg,
+                resume=state == "partial",
+                progress=progress,
+                on_epoch=lambda rows, spec=spec: _print_eta(eta, spec, rows),
+            )
         if not leader:
             continue
         if has_heldout and evaluate_split and not _eval_is_fresh(paths):
@@ -137,6 +153,35 @@ def compare(
     return report
 
 
+def _stale_variants(base: TrainConfig, specs: list[str], runs: list[RunPaths], splits) -> dict:
+    """{spec: (paths, differing fields)} for variants whose saved config is not the requested one
+    (fields a resume may change, like --epochs, do not count)."""
+    from imgcls.config import differing_fields, load_run_config
+    from imgcls.engine.train import resolve_for_data
+
+    stale = {}
+    for spec, paths in zip(specs, runs):
+        if not paths.config.is_file():
+            continue
+        wanted = resolve_for_data(replace(base, model=spec, out=str(paths.root)), splits)
+        saved = load_run_config(paths.config)
+        fields = [
+            f"--{f.replace('_', '-')} {getattr(saved, f)!r} -> {getattr(wanted, f)!r}"
+            for f in differing_fields(saved, wanted)
+        ]
+        if fields:
+            stale[spec] = (paths, fields)
+    return stale
+
+
+def _remove_run(paths: RunPaths) -> None:
+    """Only a folder that is an imgcls run (config.yaml + classes.json) is ever deleted."""
+    import shutil
+
+    if paths.config.is_file() and paths.classes.is_file():
+        shutil.rmtree(paths.root)
+
+
 def _print_eta(eta: EtaPrinter, spec: str, rows: list[dict]) -> None:
     eta.record(spec, rows)
     left = eta.eta()
@@ -150,11 +195,9 @@ def _eval_is_fresh(paths: RunPaths, split: str = "evaluation") -> bool:
 
 
 def _ensure_throughput(paths: RunPaths) -> None:
-    from imgcls.engine.infer import load_run
+    from imgcls.engine.predictor import load_predictor
     from imgcls.engine.throughput import inference_images_per_second
 
-    target = paths.root / "inference.json"
-    if target.is_file() and target.stat().st_mtime >= paths.best.stat().st_mtime:
+    if paths.inference.is_file() and paths.inference.stat().st_mtime >= paths.best.stat().st_mtime:
         return
-    loaded = load_run(paths.root)
-    write_json(target, inference_images_per_second(loaded.model, loaded.image_size))
+    write_json(paths.inference, inference_images_per_second(load_predictor(paths.root)))

@@ -1,8 +1,17 @@
-"""Typed training configuration: defaults < YAML file < command-line flags."""
+"""Typed training configuration: defaults < YAML file < command-line flags.
+
+``TrainConfig`` is the single source: each field's type hint decides how values are coerced, its
+metadata (help, choices, range, resumable) generates the CLI flag, validates YAML and flags alike, and
+says whether ``--resume`` may change it. One new option is one new field.
+"""
+
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, fields
+import math
+import types
+import typing
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -10,46 +19,178 @@ import yaml
 
 from imgcls.errors import ImgclsError
 
+AUGMENTS = ("reference", "reference-torchvision", "light", "none")
+PRECISIONS = ("32-true", "32", "16-mixed", "bf16-mixed", "16-true", "bf16-true", "64-true", "64")
+ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps")
+STRATEGIES = ("auto", "ddp", "ddp_spawn", "ddp_find_unused_parameters_true")
+SEED_MAX = 2**32 - 1  # numpy's and Lightning's seed range
+
+
+def opt(
+    default: Any,
+    help: str,
+    *,
+    choices=None,
+    lo=None,
+    hi=None,
+    lo_open=False,
+    hi_open=False,
+    resumable: bool = False,
+    flag: bool = True,
+    check=None,
+) -> Any:
+    """A config field: ``lo``/``hi`` bound numbers (``*_open``: the bound itself is excluded);
+    ``check(value) -> str | None`` returns a complaint for values a range cannot describe."""
+    meta = dict(
+        help=help,
+        choices=choices,
+        lo=lo,
+        hi=hi,
+        lo_open=lo_open,
+        hi_open=hi_open,
+        resumable=resumable,
+        flag=flag,
+        check=check,
+    )
+    return field(default=default, metadata=meta)
+
+
+def _check_devices(value: str) -> str | None:
+    text = value.strip()
+    if text in ("auto", "-1") or text.isdigit():
+        return None
+    parts = [p.strip() for p in text.split(",")]
+    if len(parts) > 1 and all(p.isdigit() for p in parts if p):
+        return None
+    return "expected a count, 'auto' or a list like 0,1"
+
+
+def _check_finetune(value: str) -> str | None:
+    return None if value in ("head", "full") else "expected head or full"
+
 
 @dataclass(kw_only=True)
 class TrainConfig:
-    model: str = "attn_cnn"  # a model spec: name[:key=value,...]
-    data: str | None = None
-    out: str | None = None
+    model: str | None = opt(None, "model spec name[:key=value,...], e.g. attn_cnn:num_heads=4 (see: imgcls models)")
+    data: str | None = opt(None, "dataset folder", resumable=True)
+    out: str | None = opt(None, "run folder (default runs/<model>)")
     # The reference recipe.
-    epochs: int = 100
-    batch_size: int = 64
-    lr: float = 1e-3
-    weight_decay: float = 1e-4
-    plateau_factor: float = 0.5
-    plateau_patience: int = 3
-    image_size: int | None = None  # None: the model's default (224 for the reference models)
-    augment: str = "reference"
-    # Head-only training: cache K augmented views of backbone features. None: automatic (one view when
-    # --augment none, else off); 0: never cache.
-    feature_cache: int | None = None
-    pretrained: bool | None = None  # None: yes when the model has weights
-    finetune: str | None = None  # head | full; None: head when pretrained, else full
+    epochs: int = opt(100, "number of epochs (recipe: 100)", lo=1, hi=100_000, resumable=True)
+    batch_size: int = opt(64, "batch size per device (recipe: 64)", lo=1, hi=65_536)
+    lr: float = opt(1e-3, "Adam learning rate (recipe: 1e-3)", lo=0, hi=10, lo_open=True)
+    weight_decay: float = opt(1e-4, "Adam weight decay (recipe: 1e-4)", lo=0, hi=10)
+    plateau_factor: float = opt(0.5, "ReduceLROnPlateau factor (recipe: 0.5)", lo=0, hi=1, lo_open=True, hi_open=True)
+    plateau_patience: int = opt(3, "ReduceLROnPlateau patience in epochs (recipe: 3)", lo=0, hi=100_000)
+    image_size: int | None = opt(
+        None, "square input size in px (default: the model's, 224 for the reference)", lo=16, hi=2048
+    )
+    augment: str = opt("reference", "train augmentation", choices=AUGMENTS)
+    feature_cache: int | None = opt(
+        None,
+        "head-only: precompute K augmented views of backbone features (0: never; default: 1 with --augment none)",
+        lo=0,
+        hi=256,
+    )
+    pretrained: bool | None = opt(None, "start from ImageNet weights (default: when the model has them)")
+    finetune: str | None = opt(
+        None, "head (frozen backbone) | full; default head when pretrained", check=_check_finetune
+    )
     # Data and machinery.
-    val_split: float | None = None
-    strict: bool = False  # any unreadable image is an error instead of a logged skip
-    num_classes: int | None = None  # when set, must match the data
-    workers: int | None = None  # None: picked for the machine
-    seed: int = 42
-    early_stop: int | None = None  # patience in epochs on val_loss
-    accelerator: str = "auto"
-    devices: str = "1"  # per node: a count, "auto", or a list like "0,1"
-    num_nodes: int = 1
-    strategy: str = "auto"  # auto | ddp
-    sync_bn: bool = False  # synchronise BatchNorm statistics across processes (DDP)
-    precision: str | None = None  # None: bf16/16-mixed on CUDA, 32-true on CPU
-    compile: bool = False  # torch.compile the model (pays a one-off compile time; for long runs)
+    val_split: float | None = opt(
+        None,
+        "hold out this fraction of the training images for validation (stratified)",
+        lo=0,
+        hi=1,
+        lo_open=True,
+        hi_open=True,
+    )
+    strict: bool = opt(False, "stop on any unreadable image (exit 2) instead of skipping it", resumable=True)
+    num_classes: int | None = opt(None, "expected number of classes; checked against the data", lo=2, hi=1_000_000)
+    workers: int | None = opt(None, "DataLoader workers (default: cores - 1)", lo=0, hi=256, resumable=True)
+    seed: int = opt(42, "random seed", lo=0, hi=SEED_MAX)
+    early_stop: int | None = opt(
+        None, "stop after this many epochs without a lower val_loss", lo=1, hi=100_000, resumable=True
+    )
+    accelerator: str = opt("auto", "Lightning accelerator", choices=ACCELERATORS, resumable=True)
+    devices: str = opt("1", "devices per node: a count, auto, or a list like 0,1", resumable=True, check=_check_devices)
+    num_nodes: int = opt(1, "machines taking part (DDP; launched by torchrun or SLURM)", lo=1, hi=4096, resumable=True)
+    strategy: str = opt("auto", "Lightning strategy", choices=STRATEGIES, resumable=True)
+    sync_bn: bool = opt(False, "synchronise BatchNorm statistics across DDP processes")
+    precision: str | None = opt(
+        None, "Lightning precision (default: bf16/16-mixed on CUDA, 32-true on CPU)", choices=PRECISIONS
+    )
+    compile: bool = opt(False, "torch.compile the model (one-off compile time; pays off on long runs)")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
 
-FIELD_NAMES = {f.name for f in fields(TrainConfig)}
+FIELDS = {f.name: f for f in fields(TrainConfig)}
+RESUMABLE = frozenset(name for name, f in FIELDS.items() if f.metadata["resumable"])
+_HINTS = typing.get_type_hints(TrainConfig)
+
+
+def field_type(name: str) -> tuple[type, bool]:
+    """(base type, optional) from the field's type hint, e.g. ``int | None`` -> (int, True)."""
+    hint = _HINTS[name]
+    args = typing.get_args(hint) if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union else ()
+    if args:
+        base = [a for a in args if a is not type(None)]
+        return base[0], True
+    return hint, False
+
+
+def flag_name(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _coerce_scalar(kind: type, value: Any) -> Any:
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "yes", "1", "false", "no", "0"):
+            return value.lower() in ("true", "yes", "1")
+        raise ValueError("expected true or false")
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise ValueError(f"expected {kind.__name__}")
+    if kind is str:
+        return str(value)
+    number = float(value) if isinstance(value, str) else value
+    if isinstance(number, float) and not math.isfinite(number):
+        raise ValueError("must be a finite number")
+    if kind is int:
+        if isinstance(value, str) and value.strip().lstrip("+-").isdigit():
+            return int(value)
+        if float(number) != int(number):
+            raise ValueError("expected a whole number")
+        return int(number)
+    return float(number)
+
+
+def coerce(name: str, value: Any) -> Any:
+    """``value`` (from YAML or a flag) as the field's type, checked against its range and choices."""
+    kind, optional = field_type(name)
+    label = flag_name(name)
+    if value is None:
+        if optional:
+            return None
+        raise ImgclsError(f"{label} needs a value")
+    try:
+        out = _coerce_scalar(kind, value)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise ImgclsError(f"{label}: bad value {value!r} ({exc})") from None
+    meta = FIELDS[name].metadata
+    if meta["choices"] is not None and out not in meta["choices"]:
+        raise ImgclsError(f"{label}: {out!r} is not one of {', '.join(meta['choices'])}")
+    lo, hi = meta["lo"], meta["hi"]
+    if lo is not None and (out < lo or (meta["lo_open"] and out == lo)):
+        raise ImgclsError(f"{label}: {out!r} is too small (must be {'>' if meta['lo_open'] else '>='} {lo})")
+    if hi is not None and (out > hi or (meta["hi_open"] and out == hi)):
+        raise ImgclsError(f"{label}: {out!r} is too large (must be {'<' if meta['hi_open'] else '<='} {hi})")
+    complaint = meta["check"](out) if meta["check"] else None
+    if complaint:
+        raise ImgclsError(f"{label}: bad value {out!r} ({complaint})")
+    return out
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:
@@ -58,37 +199,22 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
         raise ImgclsError(f"config file not found: {path}")
     try:
         data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise ImgclsError(f"{path}: not valid YAML ({exc})") from None
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise ImgclsError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
     if not isinstance(data, dict):
         raise ImgclsError(f"{path}: expected a mapping of option: value")
+    bad_keys = [k for k in data if not isinstance(k, str)]
+    if bad_keys:
+        raise ImgclsError(f"{path}: option names must be words, got {', '.join(map(repr, bad_keys))}")
     data = {k.replace("-", "_"): v for k, v in data.items()}
-    unknown = sorted(set(data) - FIELD_NAMES)
+    unknown = sorted(set(data) - set(FIELDS))
     if unknown:
-        raise ImgclsError(f"{path}: unknown option(s) {', '.join(unknown)}; valid: {', '.join(sorted(FIELD_NAMES))}")
+        raise ImgclsError(f"{path}: unknown option(s) {', '.join(unknown)}; valid: {', '.join(sorted(FIELDS))}")
     return data
 
 
-def _coerce(name: str, value: Any) -> Any:
-    """YAML gives strings like '1e-3' for floats; check types against the dataclass defaults."""
-    if value is None:
-        return None
-    default = TrainConfig.__dataclass_fields__[name].default
-    kind = type(default) if default is not None else None
-    try:
-        if kind is bool or name in ("pretrained", "strict", "sync_bn", "compile"):
-            if not isinstance(value, bool):
-                raise ValueError
-            return value
-        if kind is int or name in ("image_size", "num_classes", "workers", "early_stop", "feature_cache"):
-            if isinstance(value, bool) or float(value) != int(float(value)):
-                raise ValueError
-            return int(float(value))
-        if kind is float or name == "val_split":
-            return float(value)
-        return str(value)
-    except (TypeError, ValueError):
-        raise ImgclsError(f"option {name}: bad value {value!r}") from None
+def build(values: dict[str, Any]) -> TrainConfig:
+    return TrainConfig(**{k: coerce(k, v) for k, v in values.items()})
 
 
 def resolve_config(yaml_path: str | None = None, overrides: dict[str, Any] | None = None) -> TrainConfig:
@@ -96,13 +222,45 @@ def resolve_config(yaml_path: str | None = None, overrides: dict[str, Any] | Non
     if yaml_path:
         values.update(load_yaml(yaml_path))
     values.update({k: v for k, v in (overrides or {}).items() if v is not None})
-    return TrainConfig(**{k: _coerce(k, v) for k, v in values.items()})
+    return build(values)
 
 
 def dump_config(cfg: TrainConfig, path: str | Path) -> None:
-    Path(path).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    from imgcls.rundir import atomic_write_text
+
+    atomic_write_text(Path(path), yaml.safe_dump(cfg.to_dict(), sort_keys=False))
 
 
 def load_run_config(path: str | Path) -> TrainConfig:
-    data = load_yaml(path)
-    return TrainConfig(**{k: _coerce(k, v) for k, v in data.items()})
+    return build(load_yaml(path))
+
+
+def differing_fields(saved: TrainConfig, wanted: TrainConfig, *, ignore=RESUMABLE | {"out"}) -> list[str]:
+    """Fields (other than those a resume may change) whose values differ between two configs."""
+    return [name for name in FIELDS if name not in ignore and getattr(saved, name) != getattr(wanted, name)]
+
+
+def add_config_flags(parser, *, exclude: set[str] = frozenset()) -> None:
+    """One argparse flag per field (help, choices and default from its metadata); values stay raw and
+    are coerced by ``coerce`` so flags and YAML fail the same way."""
+    import argparse
+
+    for name, f in FIELDS.items():
+        meta = f.metadata
+        if name in exclude or not meta["flag"]:
+            continue
+        kind, _ = field_type(name)
+        default = "" if f.default is None else f" (default: {f.default})"
+        help_ = meta["help"] + ("" if "default" in meta["help"] else default)
+        if kind is bool:
+            parser.add_argument(
+                flag_name(name), dest=name, action=argparse.BooleanOptionalAction, default=None, help=help_
+            )
+        else:
+            metavar = "{" + ",".join(meta["choices"]) + "}" if meta["choices"] else name.upper()
+            parser.add_argument(flag_name(name), dest=name, default=None, metavar=metavar, help=help_)
+
+
+def config_overrides(args) -> dict[str, Any]:
+    """The fields set on the command line."""
+    return {k: getattr(args, k) for k in FIELDS if getattr(args, k, None) is not None}

@@ -1,4 +1,5 @@
 """``imgcls evaluate``: accuracy, per-class precision/recall/F1 and a confusion matrix for a run."""
+
 from __future__ import annotations
 
 import csv
@@ -15,7 +16,7 @@ from torchmetrics.functional.classification import (
 
 from imgcls.config import load_run_config
 from imgcls.data.layouts import DatasetSplits, canonical_split, discover
-from imgcls.engine.infer import load_run, predict_probs
+from imgcls.engine.predictor import load_predictor, predict_samples
 from imgcls.errors import ImgclsError
 from imgcls.rundir import write_json
 
@@ -30,8 +31,10 @@ def _labels_in_run_order(splits: DatasetSplits, split: str, run_classes: list[st
         raise ImgclsError(f"the {SPLIT_DIRNAMES[split]} split of {splits.root} is unlabeled; use imgcls predict")
     if splits.layout == "flat":
         if len(splits.classes) > len(run_classes):
-            raise ImgclsError(f"{splits.root} has class indices up to {len(splits.classes) - 1}, "
-                              f"but the run knows {len(run_classes)} classes")  # fmt: skip
+            raise ImgclsError(
+                f"{splits.root} has class indices up to {len(splits.classes) - 1}, "
+                f"but the run knows {len(run_classes)} classes"
+            )
         return samples
     unknown = sorted(set(splits.classes) - set(run_classes))
     if unknown:
@@ -54,8 +57,15 @@ def confusion_png(matrix: torch.Tensor, classes: list[str], path: Path, title: s
         for j in range(n):
             v = int(matrix[i, j])
             if v:
-                ax.text(j, i, str(v), ha="center", va="center", fontsize=7,
-                        color="white" if matrix[i, j] / row_sums[i, 0] > 0.5 else "black")  # fmt: skip
+                ax.text(
+                    j,
+                    i,
+                    str(v),
+                    ha="center",
+                    va="center",
+                    fontsize=7,
+                    color="white" if matrix[i, j] / row_sums[i, 0] > 0.5 else "black",
+                )
     ax.set_xticks(range(n), classes, rotation=45, ha="right", fontsize=8)
     ax.set_yticks(range(n), classes, fontsize=8)
     ax.set_xlabel("predicted")
@@ -79,16 +89,22 @@ def classification_metrics(probs: torch.Tensor, labels: torch.Tensor, n: int) ->
     }
 
 
-def evaluate(run_dir: str | Path, *, data: str | None = None, split: str = "evaluation",
-             batch_size: int = 64, workers: int | None = None, engine: str | None = None) -> dict:  # fmt: skip
-    loaded = load_run(run_dir)
+def evaluate(
+    run_dir: str | Path,
+    *,
+    data: str | None = None,
+    split: str = "evaluation",
+    batch_size: int = 64,
+    workers: int | None = None,
+    engine: str | None = None,
+) -> dict:
+    loaded = load_predictor(run_dir, engine=engine)
     data = data or load_run_config(loaded.paths.config).data
     if not data:
         raise ImgclsError("no data folder: pass --data DIR")
     key = canonical_split(split)
     samples = _labels_in_run_order(discover(data), key, loaded.classes)
-    probs, kept = predict_probs(loaded.model, samples, loaded.image_size, batch_size=batch_size, workers=workers,
-                                engine=engine)  # fmt: skip
+    probs, kept = predict_samples(loaded, samples, batch_size=batch_size, workers=workers)
     if not kept:
         raise ImgclsError(f"no image of the {SPLIT_DIRNAMES[key]} split could be decoded")
     labels = torch.tensor([samples[i].label for i in kept])
@@ -104,22 +120,29 @@ def evaluate(run_dir: str | Path, *, data: str | None = None, split: str = "eval
         "data": str(data),
         "images": len(kept),
         "skipped": len(samples) - len(kept),
+        "engine": loaded.describe(),
         "top1": m["top1"],
         "top5": m["top5"],
         "macro_f1": m["macro_f1"],
         "per_class": [
-            {"class": c, "support": int(support[i]), "precision": m["precision"][i],
-             "recall": m["recall"][i], "f1": m["f1"][i]}
+            {
+                "class": c,
+                "support": int(support[i]),
+                "precision": m["precision"][i],
+                "recall": m["recall"][i],
+                "f1": m["f1"][i],
+            }
             for i, c in enumerate(loaded.classes)
-        ],  # fmt: skip
+        ],
     }
     write_json(out / "metrics.json", result)
     with open(out / "per_class.csv", "w", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(["class", "support", "precision", "recall", "f1"])
         for row in result["per_class"]:
-            w.writerow([row["class"], row["support"], f"{row['precision']:.4f}", f"{row['recall']:.4f}",
-                        f"{row['f1']:.4f}"])  # fmt: skip
+            w.writerow(
+                [row["class"], row["support"], f"{row['precision']:.4f}", f"{row['recall']:.4f}", f"{row['f1']:.4f}"]
+            )
     with open(out / "confusion_matrix.csv", "w", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(["true\\predicted", *loaded.classes])

@@ -3,6 +3,7 @@
 The sidecar JSON (``model.json``) holds what a consumer needs to preprocess and label: class names,
 image size, eval resize, mean/std and the model spec.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -10,7 +11,7 @@ from pathlib import Path
 import torch
 
 from imgcls.data.transforms import IMAGENET_MEAN, IMAGENET_STD, eval_resize
-from imgcls.engine.infer import load_run
+from imgcls.engine.predictor import load_predictor
 from imgcls.errors import ImgclsError
 from imgcls.rundir import read_json, write_json
 
@@ -53,8 +54,8 @@ def verify_onnx(model: torch.nn.Module, path: Path, image_size: int, *, seed: in
 def export(run_dir: str | Path, fmt: str = "onnx", out: str | Path | None = None) -> dict:
     if fmt not in FORMATS:
         raise ImgclsError(f"unknown --format {fmt!r}; use one of {', '.join(FORMATS)}")
-    loaded = load_run(run_dir)
-    folder = Path(out) if out else loaded.paths.root / "export"
+    loaded = load_predictor(run_dir, engine="torch")
+    folder = Path(out) if out else loaded.paths.export_dir
     folder.mkdir(parents=True, exist_ok=True)
     model = loaded.model.eval()
     if fmt == "safetensors":

@@ -1,4 +1,5 @@
 """The run directory contract (see docs): every training command writes one, every consumer reads one."""
+
 from __future__ import annotations
 
 import csv
@@ -53,6 +54,18 @@ class RunPaths:
     def eval_dir(self) -> Path:
         return self.root / "eval"
 
+    @property
+    def export_dir(self) -> Path:
+        return self.root / "export"
+
+    @property
+    def export_onnx(self) -> Path:
+        return self.export_dir / "model.onnx"
+
+    @property
+    def inference(self) -> Path:
+        return self.root / "inference.json"
+
 
 def atomic_write(path: Path, write, *, binary: bool = False) -> None:
     """``write(fh)`` into a temporary file that is fsynced and renamed: a kill never leaves half a file."""
@@ -87,16 +100,20 @@ def read_metrics(path: Path) -> list[dict[str, Any]]:
         return []
     with open(path, newline="") as fh:
         rows = list(csv.DictReader(fh))
-    return [{k: (float(v) if v not in ("", None) and k != "epoch" else (int(v) if k == "epoch" else None))
-             for k, v in row.items()} for row in rows]  # fmt: skip
+    return [
+        {
+            k: (float(v) if v not in ("", None) and k != "epoch" else (int(v) if k == "epoch" else None))
+            for k, v in row.items()
+        }
+        for row in rows
+    ]
 
 
 def write_metrics(path: Path, rows: list[dict[str, Any]]) -> None:
     """Floats are written with repr (shortest round-trip form), so summary numbers equal the file's."""
     lines = [",".join(METRICS_COLUMNS)]
     for row in rows:
-        lines.append(",".join("" if row.get(c) is None else repr(row[c])
-                              for c in METRICS_COLUMNS))  # fmt: skip
+        lines.append(",".join("" if row.get(c) is None else repr(row[c]) for c in METRICS_COLUMNS))
     atomic_write_text(path, "\n".join(lines) + "\n")
 
 

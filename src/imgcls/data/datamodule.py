@@ -1,4 +1,5 @@
 """LightningDataModule over discovered splits: streams images from disk, decoding in workers."""
+
 from __future__ import annotations
 
 import os
@@ -32,16 +33,20 @@ class ShardSampler(torch.utils.data.Sampler):
         return len(self.indices)
 
 
-def make_loader(dataset, *, batch_size: int, workers: int, shuffle: bool, seed: int | None = None,
-                rank: int = 0, world: int = 1) -> DataLoader:  # fmt: skip
+def make_loader(
+    dataset, *, batch_size: int, workers: int, shuffle: bool, seed: int | None = None, rank: int = 0, world: int = 1
+) -> DataLoader:
     generator = torch.Generator().manual_seed(seed) if seed is not None else None
     sampler = None
     if world > 1:
         from torch.utils.data.distributed import DistributedSampler
 
         # Training: equal shards (padded) so every process takes the same number of steps.
-        sampler = (DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=True, seed=seed or 0)
-                   if shuffle else ShardSampler(len(dataset), rank, world))  # fmt: skip
+        sampler = (
+            DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=True, seed=seed or 0)
+            if shuffle
+            else ShardSampler(len(dataset), rank, world)
+        )
         shuffle = False
     return DataLoader(
         dataset,
@@ -74,8 +79,9 @@ class ImageDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         ds = ImageDataset(self.splits.train, build_train_transform(self.image_size, self.augment))
-        return make_loader(ds, batch_size=self.batch_size, workers=self.workers, shuffle=True, seed=self.seed,
-                           **self._shard())  # fmt: skip
+        return make_loader(
+            ds, batch_size=self.batch_size, workers=self.workers, shuffle=True, seed=self.seed, **self._shard()
+        )
 
     def val_dataloader(self) -> DataLoader:
         ds = ImageDataset(self.splits.val, build_eval_transform(self.image_size))

@@ -1,8 +1,9 @@
 """A map-style dataset over Samples that skips (and logs) files that fail to decode mid-run."""
+
 from __future__ import annotations
 
 import logging
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 from torch.utils.data import Dataset, default_collate
 

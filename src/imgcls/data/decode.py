@@ -1,4 +1,5 @@
 """Decode any image file Pillow reads into an 8-bit RGB image, or raise BadImageError."""
+
 from __future__ import annotations
 
 import warnings

@@ -5,6 +5,7 @@ rotation, over a random gradient background with clutter lines, blobs and sensor
 position carry no class information, so a linear model on raw pixels does poorly while a small CNN
 learns it quickly.
 """
+
 from __future__ import annotations
 
 import math
@@ -14,9 +15,18 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 DEMO_CLASSES = [
-    "circle", "square", "triangle", "star", "ring", "cross",
-    "stripes", "checker", "dots", "crescent", "waves",
-]  # fmt: skip
+    "circle",
+    "square",
+    "triangle",
+    "star",
+    "ring",
+    "cross",
+    "stripes",
+    "checker",
+    "dots",
+    "crescent",
+    "waves",
+]
 SPLITS = {"training": 1.0, "validation": 0.3, "evaluation": 0.3}
 
 

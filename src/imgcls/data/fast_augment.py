@@ -10,6 +10,7 @@ Differences in distribution, all small: one bilinear resampling instead of neare
 by bilinear (resize); ColorJitter's contrast uses the mean grey of the crop rather than of the whole
 rotated photo; draft decoding low-passes large photos slightly before the warp.
 """
+
 from __future__ import annotations
 
 import math
@@ -75,8 +76,10 @@ class FastTrainAugment:
     from_path = True  # ImageDataset hands this transform the file path, not a decoded image
 
     def __repr__(self) -> str:
-        return (f"FastTrainAugment(size={self.size}, degrees={self.degrees}, jitter={self.jitter!r}, "
-                f"normalize={self.normalize!r})")
+        return (
+            f"FastTrainAugment(size={self.size}, degrees={self.degrees}, jitter={self.jitter!r}, "
+            f"normalize={self.normalize!r})"
+        )
 
     def __call__(self, path: str) -> torch.Tensor:
         with decoding(path), Image.open(path) as im:
@@ -102,6 +105,7 @@ class FastTrainAugment:
         image = _to_rgb(ImageOps.exif_transpose(im))
         k = image.size[0] / width  # actual decode scale
         top, left, h, w = crop
-        coeffs = affine_coefficients(image.size[0], image.size[1], angle,
-                                     (top * k, left * k, h * k, w * k), self.size, flip)  # fmt: skip
+        coeffs = affine_coefficients(
+            image.size[0], image.size[1], angle, (top * k, left * k, h * k, w * k), self.size, flip
+        )
         return image.transform((self.size, self.size), Image.AFFINE, coeffs, resample=Image.BILINEAR)

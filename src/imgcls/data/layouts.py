@@ -1,4 +1,5 @@
 """Find labelled samples in a dataset folder: split folders (ImageFolder or Food-11 flat) or one ImageFolder root."""
+
 from __future__ import annotations
 
 import random
@@ -16,9 +17,18 @@ SPLIT_ALIASES = {
     "test": ("evaluation", "test"),
 }
 FOOD11_CLASSES = [
-    "Bread", "Dairy product", "Dessert", "Egg", "Fried food", "Meat",
-    "Noodles/Pasta", "Rice", "Seafood", "Soup", "Vegetable/Fruit",
-]  # fmt: skip
+    "Bread",
+    "Dairy product",
+    "Dessert",
+    "Egg",
+    "Fried food",
+    "Meat",
+    "Noodles/Pasta",
+    "Rice",
+    "Seafood",
+    "Soup",
+    "Vegetable/Fruit",
+]
 UNLABELED = -1
 _FLAT_NAME = re.compile(r"^(\d+)_[^/]*$")
 

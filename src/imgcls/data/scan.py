@@ -3,6 +3,7 @@
 Each file is fully decoded once (JPEGs at 1/8 DCT scale: every byte is still parsed, so truncation shows)
 on all cores. Verdicts are cached by path, size and mtime, so a second scan of the same folder is instant.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -76,7 +77,11 @@ def scan_samples(samples: list[Sample], *, root: str, workers: int | None = None
         else:
             todo.append((s.path, stamp))
     if todo:
-        n = workers if workers is not None else (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1)
+        n = (
+            workers
+            if workers is not None
+            else (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1)
+        )
         paths = [p for p, _ in todo]
         if n > 1 and len(paths) > 64:
             with ProcessPoolExecutor(n) as pool:
@@ -105,20 +110,32 @@ def scan_splits(splits: DatasetSplits, *, strict: bool = False) -> tuple[Dataset
     bad = scan_samples(every, root=splits.root)
     if not bad:
         return splits, []
-    listing = "\n".join(f"  {b.path}: {b.reason}" for b in bad[:20]) + (f"\n  ... ({len(bad)} in all)" if len(bad) > 20 else "")
+    listing = "\n".join(f"  {b.path}: {b.reason}" for b in bad[:20]) + (
+        f"\n  ... ({len(bad)} in all)" if len(bad) > 20 else ""
+    )
     if strict:
         raise ImgclsError(f"{len(bad)} bad image file(s) in {splits.root} ({summarize(bad)}):\n{listing}")
-    log.warning("skipping %d bad image file(s) in %s (%s); listed in bad_files.txt", len(bad), splits.root,
-                summarize(bad))  # fmt: skip
+    log.warning(
+        "skipping %d bad image file(s) in %s (%s); listed in bad_files.txt", len(bad), splits.root, summarize(bad)
+    )
     drop = {b.path for b in bad}
     keep = lambda xs: [s for s in xs if s.path not in drop]  # noqa: E731
-    cleaned = DatasetSplits(splits.root, splits.layout, splits.classes, keep(splits.train), keep(splits.val),
-                            keep(splits.test), splits.test_labeled)  # fmt: skip
+    cleaned = DatasetSplits(
+        splits.root,
+        splits.layout,
+        splits.classes,
+        keep(splits.train),
+        keep(splits.val),
+        keep(splits.test),
+        splits.test_labeled,
+    )
     if not cleaned.train or not cleaned.val:
-        raise ImgclsError(f"no readable images left in {'training' if not cleaned.train else 'validation'} "
-                          f"after skipping {len(bad)} bad files:\n{listing}")  # fmt: skip
+        raise ImgclsError(
+            f"no readable images left in {'training' if not cleaned.train else 'validation'} "
+            f"after skipping {len(bad)} bad files:\n{listing}"
+        )
     return cleaned, bad
 
 
 def write_bad_files(path: Path, bad: list[BadFile]) -> None:
-    path.write_text("".join(f"{b.path}\t{b.reason}\n" for b in bad))
+    atomic_write_text(path, "".join(f"{b.path}\t{b.reason}\n" for b in bad))

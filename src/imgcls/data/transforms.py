@@ -1,4 +1,5 @@
 """The reference transforms, scaled to any image size, plus the milder 'light' chain."""
+
 from __future__ import annotations
 
 from torchvision import transforms as T
@@ -31,22 +32,26 @@ def build_train_transform(size: int, augment: str = "reference"):
 
         return FastTrainAugment(size, normalize=T.Normalize(IMAGENET_MEAN, IMAGENET_STD))
     if augment == "reference-torchvision":
-        return T.Compose([
-            T.RandomRotation(40),
-            T.ColorJitter(0.2, 0.2, 0.2, 0.1),
-            T.RandomResizedCrop(size),
-            T.RandomHorizontalFlip(),
-            *_to_normalized_tensor(),
-        ])  # fmt: skip
+        return T.Compose(
+            [
+                T.RandomRotation(40),
+                T.ColorJitter(0.2, 0.2, 0.2, 0.1),
+                T.RandomResizedCrop(size),
+                T.RandomHorizontalFlip(),
+                *_to_normalized_tensor(),
+            ]
+        )
     if augment == "light":
         # No flips and no aggressive crops: safe for digits, text, icons and small images.
-        return T.Compose([
-            T.Resize(eval_resize(size)),
-            T.RandomCrop(size),
-            T.RandomAffine(degrees=10),
-            T.ColorJitter(0.1, 0.1, 0.1),
-            *_to_normalized_tensor(),
-        ])  # fmt: skip
+        return T.Compose(
+            [
+                T.Resize(eval_resize(size)),
+                T.RandomCrop(size),
+                T.RandomAffine(degrees=10),
+                T.ColorJitter(0.1, 0.1, 0.1),
+                *_to_normalized_tensor(),
+            ]
+        )
     if augment == "none":
         return build_eval_transform(size)
     raise ImgclsError(f"unknown --augment {augment!r}; use one of {', '.join(AUGMENTS)}")

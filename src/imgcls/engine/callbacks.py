@@ -1,4 +1,5 @@
 """Callbacks that write the run directory's metrics.csv and summary.json as training goes."""
+
 from __future__ import annotations
 
 import math
@@ -12,7 +13,6 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from imgcls.errors import ImgclsError
-
 from imgcls.rundir import RunPaths, atomic_write, read_metrics, write_json, write_metrics
 
 
@@ -58,8 +58,10 @@ class RunFilesCallback(Callback):
             # Every process discovered the data itself; they must agree on the class list.
             reference = trainer.strategy.broadcast(self.classes, src=0)
             if reference != self.classes:
-                raise ImgclsError(f"process {trainer.global_rank} sees different classes than process 0 "
-                                  "(is the data folder the same on every node?)")  # fmt: skip
+                raise ImgclsError(
+                    f"process {trainer.global_rank} sees different classes than process 0 "
+                    "(is the data folder the same on every node?)"
+                )
         seconds = getattr(trainer.datamodule, "feature_seconds", 0.0) if trainer.datamodule is not None else 0.0
         self.static["feature_cache_seconds"] = round(trainer.strategy.broadcast(seconds, src=0), 3)
         self.static["world_size"] = trainer.world_size
@@ -77,12 +79,15 @@ class RunFilesCallback(Callback):
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking:
             return
+        self._record_engine(trainer, pl_module)
         m = trainer.callback_metrics
         value = lambda k: float(m[k]) if k in m else None  # noqa: E731
         if not math.isfinite(value("val_loss") or 0.0):
             # Raised before ModelCheckpoint runs, so neither best.ckpt nor last.ckpt gets this model.
-            raise ImgclsError(f"non-finite validation loss at epoch {trainer.current_epoch + 1}; the checkpoints keep "
-                              "the last finite model (try a lower --lr)")  # fmt: skip
+            raise ImgclsError(
+                f"non-finite validation loss at epoch {trainer.current_epoch + 1}; the checkpoints keep "
+                "the last finite model (try a lower --lr)"
+            )
         row = {
             "epoch": trainer.current_epoch + 1,
             **pl_module.epoch_train_metrics(),
@@ -103,6 +108,13 @@ class RunFilesCallback(Callback):
             )
             if self.on_epoch is not None:
                 self.on_epoch(list(self.rows))
+
+    def _record_engine(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Which engine ran the frozen backbone (streamed, or when the feature cache was filled)."""
+        prefix = getattr(pl_module, "prefix", None)
+        record = prefix.describe() if prefix is not None else getattr(trainer.datamodule, "engine", None)
+        if record is not None:
+            self.static["backbone_engine"] = record
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.is_global_zero:

@@ -1,4 +1,5 @@
 """The LightningModule: cross-entropy, torchmetrics accuracy, Adam + ReduceLROnPlateau on val_loss."""
+
 from __future__ import annotations
 
 import lightning as L
@@ -6,6 +7,31 @@ import torch
 from torch import nn
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
+
+
+class FrozenPrefix:
+    """The frozen front of a model (for head-only training: the backbone), run under no_grad.
+
+    Deliberately not an ``nn.Module``: its weights are the model's own and are saved once, under
+    ``model.*``. The engine is chosen on the first call, when the weights are final (after a resume has
+    restored them) and the device is known: ONNX Runtime on CPU when installed, else PyTorch.
+    """
+
+    def __init__(self, module: nn.Module, image_size: int):
+        self.module, self.image_size = module, image_size
+        self.predictor = None
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if self.predictor is None:
+            from imgcls.engine.predictor import predictor_for_module
+
+            engine = None if x.device.type == "cpu" else "torch"
+            self.predictor = predictor_for_module(self.module, self.image_size, engine=engine)
+        with torch.no_grad():
+            return self.predictor.run(x).to(x.device)
+
+    def describe(self) -> dict | None:
+        return None if self.predictor is None else self.predictor.describe()
 
 
 class ClassifierModule(L.LightningModule):
@@ -18,25 +44,18 @@ class ClassifierModule(L.LightningModule):
         weight_decay: float,
         plateau_factor: float,
         plateau_patience: int,
-        head: str | None = None,
-        backbone: nn.Module | None = None,
-        from_features: bool = False,
-        image_size: int | None = None,
+        trainable: str | None = None,
+        prefix: FrozenPrefix | None = None,
     ):
-        """``head``: attribute path of the classifier; when given only it trains (frozen backbone).
+        """``trainable``: attribute path of the only submodule that trains (the head); None: all of it.
 
-        ``backbone``: the model with its head replaced by Identity (``headless_view``), sharing weights;
-        head-only training runs it under no_grad. ``from_features``: batches are cached backbone
-        features, so only the head runs.
+        ``prefix``: the frozen part that feeds it, or None when batches already hold its output (the
+        feature cache) or nothing is frozen. ``forward`` is always ``suffix(prefix(x))``.
         """
         super().__init__()
         self.model = model
-        self.head = head
-        self.from_features = from_features
-        # Kept out of the module tree (a plain attribute) so its shared weights are not saved twice.
-        self.__dict__["_backbone"] = backbone
-        self.__dict__["_backbone_runner"] = None
-        self.image_size = image_size
+        self.trainable = trainable
+        self.prefix = prefix
         self.lr, self.weight_decay = lr, weight_decay
         self.plateau_factor, self.plateau_patience = plateau_factor, plateau_patience
         self.loss_fn = nn.CrossEntropyLoss()
@@ -45,44 +64,35 @@ class ClassifierModule(L.LightningModule):
         self.val_loss = MeanMetric()  # weighted by batch size and synced as sums: exact across processes
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")
         self.val_acc5 = MulticlassAccuracy(num_classes, top_k=5, average="micro") if num_classes >= 6 else None
-        if head is not None:
-            for p in self.model.parameters():
-                p.requires_grad_(False)
-            for p in self.model.get_submodule(head).parameters():
-                p.requires_grad_(True)
+        if trainable is not None:
+            self.model.requires_grad_(False)
+            self.suffix.requires_grad_(True)
+
+    @property
+    def suffix(self) -> nn.Module:
+        return self.model if self.trainable is None else self.model.get_submodule(self.trainable)
 
     def train(self, mode: bool = True):
         super().train(mode)
-        if self.head is not None:
-            # Frozen backbone: BatchNorm keeps its ImageNet statistics and Dropout stays off.
+        if self.trainable is not None:
+            # Frozen part: BatchNorm keeps its ImageNet statistics and Dropout stays off.
             self.model.eval()
-            self.model.get_submodule(self.head).train(mode)
+            self.suffix.train(mode)
         return self
 
     def on_train_epoch_start(self):
-        # Lightning leaves modules in the mode they were built in; apply the frozen-backbone modes.
+        # Lightning leaves modules in the mode they were built in; apply the frozen-part modes.
         self.train()
 
     def on_fit_start(self):
         # NHWC convolutions: attn_cnn trains 1.8x faster on CPU (oneDNN), EfficientNet-B0 ~1.8x without
-        # the malloc tunables; tensor-core GPUs prefer it too.
+        # the malloc tuning; tensor-core GPUs prefer it too.
         self.model.to(memory_format=torch.channels_last)
-        if self._backbone is not None and not self.from_features and self.device.type == "cpu" and self.image_size:
-            # The frozen backbone never changes: run it in the fastest CPU engine (ONNX Runtime when installed).
-            from imgcls.engine.onnx_engine import make_runner
-
-            runner, engine = make_runner(self._backbone, self.image_size)
-            self.__dict__["_backbone_runner"] = runner if engine == "onnxruntime" else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.from_features:
-            return self.model.get_submodule(self.head)(x)
-        x = x.contiguous(memory_format=torch.channels_last)
-        if self.head is None or self._backbone is None:
-            return self.model(x)
-        with torch.no_grad():  # a frozen backbone: no graph, no saved activations
-            features = self._backbone_runner(x) if self._backbone_runner is not None else self._backbone(x)
-        return self.model.get_submodule(self.head)(features)
+        if x.dim() == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return self.suffix(self.prefix(x) if self.prefix is not None else x)
 
     def training_step(self, batch, batch_idx):
         if batch is None:  # every image of this batch failed to decode (already logged)
@@ -94,9 +104,11 @@ class ClassifierModule(L.LightningModule):
             from imgcls.errors import ImgclsError
 
             # Stop before the optimizer step: no checkpoint ever holds a model trained on this loss.
-            raise ImgclsError(f"non-finite training loss ({float(loss.detach())}) at epoch {self.current_epoch + 1}, step "
-                              f"{batch_idx + 1} of the epoch (global step {self.global_step + 1}); the checkpoints "
-                              "keep the last finite model (try a lower --lr)")  # fmt: skip
+            raise ImgclsError(
+                f"non-finite training loss ({float(loss.detach())}) at epoch {self.current_epoch + 1}, step "
+                f"{batch_idx + 1} of the epoch (global step {self.global_step + 1}); the checkpoints "
+                "keep the last finite model (try a lower --lr)"
+            )
         self.train_loss.update(loss.detach(), weight=len(y))
         self.train_acc.update(logits.detach(), y)
         self.log("loss", loss.detach(), on_step=True, on_epoch=False, prog_bar=True, batch_size=len(y))

@@ -1,32 +1,31 @@
-"""Inference speed of a trained model: images/s of the eval forward pass on this machine."""
+"""Inference speed of a trained model: images/s of the engine that ``load_predictor`` picked."""
+
 from __future__ import annotations
 
 import statistics
 import time
 
 import torch
-from torch import nn
 
 
-@torch.no_grad()
-def inference_images_per_second(model: nn.Module, image_size: int, *, batch_size: int = 32, min_repeats: int = 5,
-                                min_seconds: float = 1.5, budget_s: float = 20.0) -> dict:  # fmt: skip
+def inference_images_per_second(
+    predictor, *, batch_size: int = 32, min_repeats: int = 5, min_seconds: float = 1.5, budget_s: float = 20.0
+) -> dict:
     """Median of timed batches (at least ``min_repeats`` and ``min_seconds``) after a warm-up batch.
 
-    Decoding is excluded: this is the model's own speed.
+    Decoding is excluded: this is the model's own speed, in the engine that evaluate/predict/serve use.
     """
-    model = model.eval().to(memory_format=torch.channels_last)
-    device = next(model.parameters()).device
-    x = torch.randn(batch_size, 3, image_size, image_size, device=device).contiguous(memory_format=torch.channels_last)
-    model(x)
+    x = torch.randn(batch_size, 3, predictor.image_size, predictor.image_size)
+    cuda = torch.cuda.is_available() and predictor.model is not None and next(predictor.model.parameters()).is_cuda
+    predictor.run(x)
     times = []
     start = time.perf_counter()
     while len(times) < min_repeats or time.perf_counter() - start < min_seconds:
-        if device.type == "cuda":
+        if cuda:
             torch.cuda.synchronize()
         t0 = time.perf_counter()
-        model(x)
-        if device.type == "cuda":
+        predictor.run(x)
+        if cuda:
             torch.cuda.synchronize()
         times.append(time.perf_counter() - t0)
         if time.perf_counter() - start > budget_s:
@@ -34,8 +33,8 @@ def inference_images_per_second(model: nn.Module, image_size: int, *, batch_size
     return {
         "images_per_s": round(batch_size / statistics.median(times), 2),
         "batch_size": batch_size,
-        "image_size": image_size,
-        "device": str(device),
+        "image_size": predictor.image_size,
+        "device": "cuda" if cuda else "cpu",
         "threads": torch.get_num_threads(),
-        "engine": "pytorch-eager-channels_last",
+        **predictor.describe(),
     }

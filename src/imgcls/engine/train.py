@@ -1,4 +1,5 @@
 """``imgcls train``: resolve the config, build data + model, run Lightning, write the run directory."""
+
 from __future__ import annotations
 
 import json
@@ -13,13 +14,12 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, TQDMProgressBar
 
-from imgcls.config import TrainConfig, dump_config, load_run_config
+from imgcls.config import RESUMABLE, TrainConfig, dump_config, flag_name, load_run_config
 from imgcls.data.datamodule import ImageDataModule, default_workers
 from imgcls.data.layouts import DatasetSplits, discover
 from imgcls.data.scan import scan_splits, write_bad_files
-from imgcls.data.transforms import AUGMENTS
 from imgcls.engine.callbacks import AtomicCheckpointIO, RunFilesCallback, device_name
-from imgcls.engine.module import ClassifierModule
+from imgcls.engine.module import ClassifierModule, FrozenPrefix
 from imgcls.errors import ImgclsError
 from imgcls.models.profile import count_gflops, count_params
 from imgcls.models.registry import create_model, get_model_info, headless_view, parse_model_spec, spec_to_dirname
@@ -35,23 +35,26 @@ def resolve_for_data(cfg: TrainConfig, splits: DatasetSplits) -> TrainConfig:
     n = len(splits.classes)
     if cfg.num_classes is not None and cfg.num_classes != n:
         raise ImgclsError(f"--num-classes {cfg.num_classes} does not match the data: {n} classes in {splits.root}")
-    if cfg.augment not in AUGMENTS:
-        raise ImgclsError(f"unknown --augment {cfg.augment!r}; use one of {', '.join(AUGMENTS)}")
     pretrained = info.has_weights if cfg.pretrained is None else cfg.pretrained
     finetune = cfg.finetune or ("head" if pretrained else "full")
-    if finetune not in ("head", "full"):
-        raise ImgclsError(f"--finetune must be head or full, got {cfg.finetune!r}")
-    for field in ("epochs", "batch_size"):
-        if getattr(cfg, field) < 1:
-            raise ImgclsError(f"--{field.replace('_', '-')} must be at least 1")
+    # The feature cache serves head-only training; by default it is on when augmentation is off.
+    if finetune != "head":
+        feature_cache = 0
+    elif cfg.augment == "none":
+        feature_cache = 0 if cfg.feature_cache == 0 else 1
+    else:
+        feature_cache = cfg.feature_cache or 0
     cuda = torch.cuda.is_available() and cfg.accelerator in ("auto", "gpu", "cuda")
-    precision = cfg.precision or (("bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed") if cuda else "32-true")
+    precision = cfg.precision or (
+        ("bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed") if cuda else "32-true"
+    )
     return replace(
         cfg,
         num_classes=n,
         image_size=cfg.image_size or info.default_image_size,
         pretrained=pretrained,
         finetune=finetune,
+        feature_cache=feature_cache,
         workers=default_workers() if cfg.workers is None else cfg.workers,
         precision=precision,
         out=cfg.out or str(Path("runs") / spec_to_dirname(cfg.model)),
@@ -78,10 +81,13 @@ def global_rank() -> int:
     return getattr(rank_zero_only, "rank", 0) or 0
 
 
-def build_module(cfg: TrainConfig, *, from_features: bool = False) -> ClassifierModule:
+def build_module(cfg: TrainConfig) -> ClassifierModule:
+    """Head-only: the head trains, fed by the frozen backbone (or, with the feature cache, by batches
+    of its cached output); full: the whole model trains."""
     name, kwargs = parse_model_spec(cfg.model)
     model = create_model(name, cfg.num_classes, pretrained=cfg.pretrained, image_size=cfg.image_size, **kwargs)
     head_only = cfg.finetune == "head"
+    streamed = head_only and not cfg.feature_cache
     return ClassifierModule(
         model,
         num_classes=cfg.num_classes,
@@ -89,10 +95,8 @@ def build_module(cfg: TrainConfig, *, from_features: bool = False) -> Classifier
         weight_decay=cfg.weight_decay,
         plateau_factor=cfg.plateau_factor,
         plateau_patience=cfg.plateau_patience,
-        head=get_model_info(name).head if head_only else None,
-        backbone=headless_view(model, name) if head_only else None,
-        from_features=from_features,
-        image_size=cfg.image_size,
+        trainable=get_model_info(name).head if head_only else None,
+        prefix=FrozenPrefix(headless_view(model, name), cfg.image_size) if streamed else None,
     )
 
 
@@ -118,6 +122,8 @@ def _static_summary(cfg: TrainConfig, module: ClassifierModule, splits: DatasetS
 
 
 def prepare_run(cfg: TrainConfig, *, resume: bool) -> tuple[TrainConfig, DatasetSplits, RunPaths]:
+    if not cfg.model:
+        raise ImgclsError("choose a model with --model NAME, or model: in the --config file (see: imgcls models)")
     parse_model_spec(cfg.model)  # an unknown model is reported before the data is scanned
     if not cfg.data:
         raise ImgclsError("no data folder given: pass --data DIR")
@@ -146,18 +152,17 @@ def prepare_run(cfg: TrainConfig, *, resume: bool) -> tuple[TrainConfig, Dataset
     return cfg, splits, paths
 
 
-def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True, on_epoch=None,
-          extra_callbacks: list | None = None) -> RunPaths:  # fmt: skip
+def train(
+    cfg: TrainConfig, *, resume: bool = False, progress: bool = True, on_epoch=None, extra_callbacks: list | None = None
+) -> RunPaths:
     """Train one model with one config into ``cfg.out``; returns the run directory.
 
     ``on_epoch(rows)`` is called after each epoch's metrics.csv row is written (compare's ETA uses it).
     """
     cfg, splits, paths = prepare_run(cfg, resume=resume)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    use_cache = cfg.finetune == "head" and (
-        (cfg.feature_cache or 0) > 0 or (cfg.augment == "none" and cfg.feature_cache is None))
-    module = build_module(cfg, from_features=use_cache)
-    if use_cache:
+    module = build_module(cfg)
+    if cfg.feature_cache:
         datamodule = _feature_datamodule(cfg, module, splits)
     else:
         datamodule = ImageDataModule(
@@ -214,10 +219,14 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True, on_e
         f"{len(splits.val)} for validation), {cfg.image_size}px, finetune={cfg.finetune}, "
         f"{static['trainable_params']:,}/{static['params']:,} trainable params -> {paths.root}"
     )
+    if module.trainable is not None:
+        rank_print("the frozen backbone stays in eval mode on purpose: its BatchNorm keeps the pretrained statistics")
     with warnings.catch_warnings():
         # Lightning's hint to raise num_workers does not fit small CPU machines; we pick them ourselves.
         warnings.filterwarnings("ignore", message=".*does not have many workers.*")
         warnings.filterwarnings("ignore", message=".*exists and is not empty.*")  # expected when resuming
+        # Lightning flags modules left in eval mode; for a frozen part that is the point (said below instead).
+        warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode.*")
         t0 = time.perf_counter()
         trainer.fit(module, datamodule=datamodule, ckpt_path=str(paths.last) if resume else None)
     log.info("fit took %.1fs", time.perf_counter() - t0)
@@ -230,15 +239,25 @@ def _feature_datamodule(cfg: TrainConfig, module: ClassifierModule, splits: Data
     from imgcls.engine.features import FeatureDataModule
 
     name, _ = parse_model_spec(cfg.model)
-    identity = {"model": cfg.model, "pretrained": cfg.pretrained,
-                "weights": get_model_info(name).weights if cfg.pretrained else f"random-init-seed{cfg.seed}"}  # fmt: skip
+    identity = {
+        "model": cfg.model,
+        "pretrained": cfg.pretrained,
+        "weights": get_model_info(name).weights if cfg.pretrained else f"random-init-seed{cfg.seed}",
+    }
     eval_tf = build_eval_transform(cfg.image_size)
     train_tf = eval_tf if cfg.augment == "none" else build_train_transform(cfg.image_size, cfg.augment)
     return FeatureDataModule(
-        module._backbone, splits, train_transform=train_tf, eval_transform=eval_tf,
-        views=1 if cfg.augment == "none" else max(1, cfg.feature_cache or 1), image_size=cfg.image_size,
-        seed=cfg.seed, identity=identity, batch_size=cfg.batch_size, workers=cfg.workers,
-    )  # fmt: skip
+        headless_view(module.model, name),
+        splits,
+        train_transform=train_tf,
+        eval_transform=eval_tf,
+        views=cfg.feature_cache,
+        image_size=cfg.image_size,
+        seed=cfg.seed,
+        identity=identity,
+        batch_size=cfg.batch_size,
+        workers=cfg.workers,
+    )
 
 
 def resume_config(run_dir: str | Path, overrides: dict) -> TrainConfig:
@@ -247,6 +266,11 @@ def resume_config(run_dir: str | Path, overrides: dict) -> TrainConfig:
     if not paths.config.is_file():
         raise ImgclsError(f"cannot resume: {paths.config} not found")
     cfg = load_run_config(paths.config)
-    allowed = {"epochs", "workers", "early_stop", "data", "accelerator", "strict", "devices", "num_nodes", "strategy"}
-    changed = {k: v for k, v in overrides.items() if v is not None and k in allowed}
+    fixed = sorted(k for k, v in overrides.items() if v is not None and k not in RESUMABLE | {"out"})
+    if fixed:
+        raise ImgclsError(
+            f"a resumed run keeps its config; {', '.join(flag_name(k) for k in fixed)} cannot change "
+            f"(only {', '.join(flag_name(k) for k in sorted(RESUMABLE))} may)"
+        )
+    changed = {k: v for k, v in overrides.items() if v is not None}
     return replace(cfg, **changed, out=str(paths.root))

@@ -1,4 +1,5 @@
 """The reference custom model: a 4-stage CNN whose feature map is read by one self-attention layer."""
+
 from __future__ import annotations
 
 import torch
@@ -46,6 +47,8 @@ class AttnCNN(nn.Module):
 
 
 @register_model(default_image_size=224, head="classifier")
-def attn_cnn(*, num_classes: int, pretrained: bool = False, image_size: int = 224, num_heads: int = 8, **kw) -> nn.Module:
+def attn_cnn(
+    *, num_classes: int, pretrained: bool = False, image_size: int = 224, num_heads: int = 8, **kw
+) -> nn.Module:
     """Custom 4-stage CNN + multi-head self-attention over the feature map (trains from scratch)."""
     return AttnCNN(num_classes=num_classes, num_heads=num_heads, **kw)

@@ -1,4 +1,5 @@
 """Model size and cost: parameter counts and GFLOPs of one forward pass."""
+
 from __future__ import annotations
 
 import torch

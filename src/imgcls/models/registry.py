@@ -3,10 +3,12 @@
 Builders are small functions ``fn(num_classes, pretrained, image_size, **kwargs) -> nn.Module``
 that pick weights and swap the head; ``create_model`` is the only way commands build a model.
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import yaml
 from torch import nn

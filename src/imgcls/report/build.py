@@ -1,4 +1,5 @@
 """Build report.html (self-contained), report.md and summary.csv from a comparison's run folders."""
+
 from __future__ import annotations
 
 import base64
@@ -66,11 +67,16 @@ def conclusion(variants: list[Variant]) -> list[str]:
     with_ips = [v for v in variants if v.inference]
     if with_ips:
         quick = max(with_ips, key=lambda v: v.inference["images_per_s"])
-        lines.append(f"Fastest inference: **{quick.name}** ({quick.inference['images_per_s']:.0f} images/s on "
-                     f"{quick.inference['device']}).")  # fmt: skip
+        lines.append(
+            f"Fastest inference: **{quick.name}** ({quick.inference['images_per_s']:.0f} images/s on "
+            f"{quick.inference['device']})."
+        )
     # Pareto front on (accuracy up, training time down): the variants worth considering.
-    front = [v for v in variants
-             if not any(o.score >= v.score and t(o) <= t(v) and (o.score > v.score or t(o) < t(v)) for o in variants)]
+    front = [
+        v
+        for v in variants
+        if not any(o.score >= v.score and t(o) <= t(v) and (o.score > v.score or t(o) < t(v)) for o in variants)
+    ]
     front.sort(key=t)
     if len(front) > 1:
         steps = ", then ".join(f"{v.name} ({v.score:.2%}, {t(v):.0f} s)" for v in front)
@@ -121,23 +127,34 @@ def build_report(root: str | Path) -> Path:
     per_variant = {}
     for v in variants:
         if v.eval:
-            per_variant[v.name] = (figures.confusion(v, files / f"confusion_{v.name}.png"),
-                                   figures.per_class(v, files / f"per_class_{v.name}.png"))  # fmt: skip
+            per_variant[v.name] = (
+                figures.confusion(v, files / f"confusion_{v.name}.png"),
+                figures.per_class(v, files / f"per_class_{v.name}.png"),
+            )
     lines = conclusion(variants)
     best = max(variants, key=lambda v: v.score).name
     data = variants[0].summary
-    subtitle = (f"{len(variants)} variants · {data.get('num_classes')} classes · {data.get('train_images')} training / "
-                f"{data.get('val_images')} validation images · {data.get('image_size')} px · device {data.get('device')}")  # fmt: skip
+    subtitle = (
+        f"{len(variants)} variants · {data.get('num_classes')} classes · {data.get('train_images')} training / "
+        f"{data.get('val_images')} validation images · {data.get('image_size')} px · device {data.get('device')}"
+    )
 
     # Markdown
     md = [f"# Model comparison: {root.name}", "", subtitle, "", "## Conclusion", ""]
     md += [f"- {line}" for line in lines]
-    md += ["", "## Results", "", "| " + " | ".join(h for _, h, _ in COLUMNS) + " |",
-           "|" + "---|" * len(COLUMNS)]  # fmt: skip
+    md += ["", "## Results", "", "| " + " | ".join(h for _, h, _ in COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     md += ["| " + " | ".join(_fmt(f, r[k]) for k, _, f in COLUMNS) + " |" for r in rows]
-    md += ["", "## Curves", "", "![curves](report_files/curves.png)", "",
-           "![validation accuracy](report_files/val_acc_overlay.png)", "",
-           "![trade-off](report_files/tradeoff.png)", ""]  # fmt: skip
+    md += [
+        "",
+        "## Curves",
+        "",
+        "![curves](report_files/curves.png)",
+        "",
+        "![validation accuracy](report_files/val_acc_overlay.png)",
+        "",
+        "![trade-off](report_files/tradeoff.png)",
+        "",
+    ]
     for name, (conf, pc) in per_variant.items():
         md += [f"### {name}", "", f"![confusion]({conf.relative_to(root)}) ![per-class]({pc.relative_to(root)})", ""]
     atomic_write_text(root / "report.md", "\n".join(md) + "\n")
@@ -146,23 +163,29 @@ def build_report(root: str | Path) -> Path:
     head = "".join(f"<th>{html.escape(h)}</th>" for _, h, _ in COLUMNS)
     body_rows = "".join(
         f'<tr class="{"best" if r["variant"] == best else ""}">'
-        + "".join(f"<td>{html.escape(_fmt(f, r[k]))}</td>" for k, _, f in COLUMNS) + "</tr>"
+        + "".join(f"<td>{html.escape(_fmt(f, r[k]))}</td>" for k, _, f in COLUMNS)
+        + "</tr>"
         for r in rows
-    )  # fmt: skip
+    )
     sections = "".join(
         f"<h3>{html.escape(name)}</h3><div class='grid'>{_img_tag(conf, 'confusion matrix ' + name)}"
         f"{_img_tag(pc, 'per-class accuracy ' + name)}</div>"
         for name, (conf, pc) in per_variant.items()
     )
-    split_note = ("held-out = the evaluation split; " if any(r["heldout_acc"] is not None for r in rows)
-                  else "no labelled held-out split: per-class figures use the validation split; ")  # fmt: skip
+    split_note = (
+        "held-out = the evaluation split; "
+        if any(r["heldout_acc"] is not None for r in rows)
+        else "no labelled held-out split: per-class figures use the validation split; "
+    )
+    engines = ", ".join(sorted({v.inference.get("engine", "pytorch") for v in variants if v.inference})) or "none"
     page = f"""<!doctype html><html lang="en"><head><meta charset="utf-8">
 <title>imgcls comparison: {html.escape(root.name)}</title><style>{CSS}</style></head><body>
 <h1>Model comparison: {html.escape(root.name)}</h1><p class="note">{html.escape(subtitle)}</p>
 <h2>Conclusion</h2><ul class="concl">{"".join(f"<li>{_md_bold_to_html(line)}</li>" for line in lines)}</ul>
 <h2>Results</h2><table><thead><tr>{head}</tr></thead><tbody>{body_rows}</tbody></table>
 <p class="note">{split_note}training time is the sum of epoch times (training + validation);
-inference img/s is PyTorch's eval forward pass (channels_last) at batch 32 on this machine, decoding excluded. Every number comes from the
+inference img/s is the forward pass at batch 32 on this machine, decoding excluded, in the engine that evaluate, predict and
+serve use ({html.escape(engines)}). Every number comes from the
 variant's metrics.csv, summary.json, eval/ and inference.json.</p>
 <h2>Training curves</h2>{_img_tag(figs["curves"], "training curves")}
 <div class="grid">{_img_tag(figs["overlay"], "validation accuracy overlay")}{_img_tag(figs["tradeoff"], "trade-off")}</div>

@@ -1,4 +1,5 @@
 """Read a comparison folder's run directories into plain rows: the report's only input."""
+
 from __future__ import annotations
 
 import csv

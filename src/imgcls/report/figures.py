@@ -1,4 +1,5 @@
 """Matplotlib figures of a comparison, each saved as a PNG file."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -43,8 +44,14 @@ def curves(variants: list[Variant], path: Path) -> Path:
 def val_overlay(variants: list[Variant], path: Path) -> Path:
     fig, ax = plt.subplots(figsize=(7, 4))
     for i, v in enumerate(variants):
-        ax.plot([r["epoch"] for r in v.epochs], [r["val_acc"] for r in v.epochs], "o-", ms=3, label=v.name,
-                color=COLOURS[i % len(COLOURS)])  # fmt: skip
+        ax.plot(
+            [r["epoch"] for r in v.epochs],
+            [r["val_acc"] for r in v.epochs],
+            "o-",
+            ms=3,
+            label=v.name,
+            color=COLOURS[i % len(COLOURS)],
+        )
     ax.set_xlabel("epoch")
     ax.set_ylabel("validation accuracy")
     ax.set_title("Validation accuracy, all variants", fontsize=10)
@@ -74,8 +81,15 @@ def per_class(v: Variant, path: Path) -> Path:
     recall = [r["recall"] for r in rows]
     ax.barh(range(len(rows)), recall, color="#4c72b0")
     for i, r in enumerate(rows):
-        ax.text(min(r["recall"], 0.98), i, f" {r['recall']:.2f} (n={r['support']})", va="center", fontsize=7,
-                ha="right" if r["recall"] > 0.5 else "left", color="white" if r["recall"] > 0.5 else "black")  # fmt: skip
+        ax.text(
+            min(r["recall"], 0.98),
+            i,
+            f" {r['recall']:.2f} (n={r['support']})",
+            va="center",
+            fontsize=7,
+            ha="right" if r["recall"] > 0.5 else "left",
+            color="white" if r["recall"] > 0.5 else "black",
+        )
     ax.set_yticks(range(len(rows)), names, fontsize=8)
     ax.invert_yaxis()
     ax.set_xlim(0, 1)

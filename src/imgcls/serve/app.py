@@ -1,15 +1,19 @@
 """``imgcls serve``: a FastAPI app with a drag-and-drop page and a JSON API over one loaded model.
 
 Uploads are only ever decoded by Pillow (never unpickled); size is capped before the body is read
-when the client declares it, and again while reading.
+when the client declares it, and again while reading. Decoding and the model run in worker threads,
+at most ``max_concurrency`` at a time, so the event loop (and ``/health``) never waits behind them.
 """
+
 from __future__ import annotations
 
+import html
 import io
 import logging
 from pathlib import Path
 
-from fastapi import FastAPI, File, HTTPException, Request, UploadFile
+import anyio
+from fastapi import FastAPI, File, HTTPException, Query, Request, UploadFile
 from fastapi.responses import HTMLResponse, JSONResponse
 
 from imgcls.data.decode import NOT_AN_IMAGE, load_rgb
@@ -39,10 +43,20 @@ async def _read_limited(upload: UploadFile, limit: int) -> bytes:
     return data
 
 
-def create_app(predictor: Predictor, *, max_upload_mb: float = 10.0) -> FastAPI:
+def create_app(predictor: Predictor, *, max_upload_mb: float = 10.0, max_concurrency: int = 2) -> FastAPI:
     limit = int(max_upload_mb * 2**20)
     app = FastAPI(title="imgcls", version="1", docs_url="/docs")
     app.state.predictor = predictor
+    # The model uses every core already; more parallel inferences only add memory and latency.
+    limiter = anyio.CapacityLimiter(max_concurrency)
+    max_k = len(predictor.classes)
+
+    def infer(blobs: list[tuple[bytes, str]], k: int) -> list[list[dict]]:
+        images = [_decode(data, name) for data, name in blobs]
+        return predictor.topk(images, k)
+
+    async def run_infer(blobs: list[tuple[bytes, str]], k: int) -> list[list[dict]]:
+        return await anyio.to_thread.run_sync(infer, blobs, k, limiter=limiter)
 
     @app.middleware("http")
     async def reject_large_bodies(request: Request, call_next):
@@ -55,10 +69,10 @@ def create_app(predictor: Predictor, *, max_upload_mb: float = 10.0) -> FastAPI:
 
     @app.get("/", response_class=HTMLResponse)
     def page() -> str:
-        return PAGE.replace("{{MODEL}}", predictor.name).replace("{{MAX_MB}}", f"{max_upload_mb:g}")
+        return PAGE.replace("{{MODEL}}", html.escape(predictor.name)).replace("{{MAX_MB}}", f"{max_upload_mb:g}")
 
     @app.get("/health")
-    def health() -> dict:
+    async def health() -> dict:
         return {"status": "ok"}
 
     @app.get("/model")
@@ -74,17 +88,17 @@ def create_app(predictor: Predictor, *, max_upload_mb: float = 10.0) -> FastAPI:
         }
 
     @app.post("/predict")
-    async def predict(file: UploadFile = File(...), k: int = 5) -> dict:
-        image = _decode(await _read_limited(file, limit), file.filename)
-        return {"filename": file.filename, "top": predictor.topk([image], k)[0]}
+    async def predict(file: UploadFile = File(...), k: int = Query(5, ge=1, le=max_k)) -> dict:
+        top = await run_infer([(await _read_limited(file, limit), file.filename)], k)
+        return {"filename": file.filename, "top": top[0]}
 
     @app.post("/predict/batch")
-    async def predict_batch(files: list[UploadFile] = File(...), k: int = 5) -> dict:
+    async def predict_batch(files: list[UploadFile] = File(...), k: int = Query(5, ge=1, le=max_k)) -> dict:
         if len(files) > MAX_BATCH_FILES:
             raise HTTPException(413, f"at most {MAX_BATCH_FILES} files per batch")
-        images = [_decode(await _read_limited(f, limit), f.filename) for f in files]
-        return {"results": [{"filename": f.filename, "top": top}
-                            for f, top in zip(files, predictor.topk(images, k))]}  # fmt: skip
+        blobs = [(await _read_limited(f, limit), f.filename) for f in files]
+        tops = await run_infer(blobs, k)
+        return {"results": [{"filename": f.filename, "top": top} for f, top in zip(files, tops)]}
 
     return app
 
@@ -93,6 +107,5 @@ def serve(ref: str, *, host: str = "127.0.0.1", port: int = 8000, max_upload_mb:
     import uvicorn
 
     predictor = load_predictor(ref)
-    print(f"serving {predictor.name} ({len(predictor.classes)} classes, {predictor.engine}) "
-          f"on http://{host}:{port}/")  # fmt: skip
+    print(f"serving {predictor.name} ({len(predictor.classes)} classes, {predictor.engine}) on http://{host}:{port}/")
     uvicorn.run(create_app(predictor, max_upload_mb=max_upload_mb), host=host, port=port, log_level="warning")

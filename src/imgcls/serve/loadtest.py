@@ -1,4 +1,5 @@
 """A bounded load test for ``imgcls serve`` on loopback: N requests, C at a time, then it stops."""
+
 from __future__ import annotations
 
 import http.client
@@ -16,8 +17,14 @@ LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 def _multipart(path: Path) -> tuple[bytes, str]:
     boundary = uuid.uuid4().hex
-    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{path.name}\"\r\n"
-            f"Content-Type: application/octet-stream\r\n\r\n").encode() + path.read_bytes() + f"\r\n--{boundary}--\r\n".encode()  # fmt: skip
+    body = (
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{path.name}"\r\n'
+            f"Content-Type: application/octet-stream\r\n\r\n"
+        ).encode()
+        + path.read_bytes()
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
     return body, f"multipart/form-data; boundary={boundary}"
 
 
@@ -61,7 +68,15 @@ def load_test(url: str, image: str | Path, *, requests: int = 500, concurrency: 
     wall = time.perf_counter() - start
     ms = sorted(x * 1000 for x in latencies)
     pct = lambda q: ms[min(len(ms) - 1, int(round(q * (len(ms) - 1))))] if ms else float("nan")  # noqa: E731
-    return {"requests": requests, "concurrency": concurrency, "ok": len(latencies), "errors": len(errors),
-            "error_examples": errors[:5], "p50_ms": round(pct(0.50), 1), "p99_ms": round(pct(0.99), 1),
-            "mean_ms": round(statistics.fmean(ms), 1) if ms else None, "requests_per_s": round(len(ms) / wall, 1),
-            "wall_s": round(wall, 2)}  # fmt: skip
+    return {
+        "requests": requests,
+        "concurrency": concurrency,
+        "ok": len(latencies),
+        "errors": len(errors),
+        "error_examples": errors[:5],
+        "p50_ms": round(pct(0.50), 1),
+        "p99_ms": round(pct(0.99), 1),
+        "mean_ms": round(statistics.fmean(ms), 1) if ms else None,
+        "requests_per_s": round(len(ms) / wall, 1),
+        "wall_s": round(wall, 2),
+    }

@@ -1,0 +1,137 @@
+"""The config dataclass is the single source: flags, coercion, ranges and resume rules come from it."""
+
+import argparse
+import subprocess
+import sys
+
+import pytest
+
+from imgcls.config import FIELDS, RESUMABLE, TrainConfig, add_config_flags, resolve_config
+from imgcls.errors import ImgclsError
+
+
+def test_every_field_has_a_flag_with_its_help():
+    parser = argparse.ArgumentParser()
+    add_config_flags(parser)
+    text = parser.format_help()
+    for name, f in FIELDS.items():
+        assert "--" + name.replace("_", "-") in text
+        assert f.metadata["help"].split("(")[0].strip()[:25] in text.replace("\n", " ").replace("  ", " ")
+
+
+def test_flags_are_coerced_by_the_field_types():
+    parser = argparse.ArgumentParser()
+    add_config_flags(parser)
+    args = parser.parse_args(["--lr", "3e-4", "--epochs", "7", "--no-pretrained", "--image-size", "64"])
+    from imgcls.config import config_overrides
+
+    cfg = resolve_config(None, config_overrides(args))
+    assert (cfg.lr, cfg.epochs, cfg.pretrained, cfg.image_size) == (3e-4, 7, False, 64)
+
+
+def test_resumable_fields_are_one_list():
+    assert RESUMABLE == {
+        "data",
+        "epochs",
+        "strict",
+        "workers",
+        "early_stop",
+        "accelerator",
+        "devices",
+        "num_nodes",
+        "strategy",
+    }
+
+
+@pytest.mark.parametrize(
+    "field,value,match",
+    [
+        ("lr", -1, "too small"),
+        ("lr", "nan", "finite"),
+        ("lr", 0, "too small"),
+        ("weight_decay", -0.1, "too small"),
+        ("plateau_factor", 1.0, "too large"),
+        ("seed", 1e20, "too large"),
+        ("precision", "fp7", "not one of"),
+        ("accelerator", "tpu9", "not one of"),
+        ("strategy", "magic", "not one of"),
+        ("num_nodes", 0, "too small"),
+        ("workers", -1, "too small"),
+        ("image_size", 100000, "too large"),
+        ("epochs", float("inf"), "finite"),
+        ("epochs", 2.5, "whole number"),
+        ("epochs", "many", "bad value"),
+        ("batch_size", True, "expected int"),
+        ("devices", "two", "count"),
+        ("finetune", "some", "head or full"),
+        ("augment", "heavy", "not one of"),
+        ("val_split", 1.0, "too large"),
+        ("pretrained", "maybe", "true or false"),
+        ("model", ["a"], "expected str"),
+    ],
+)
+def test_bad_values_are_one_line_errors(field, value, match):
+    with pytest.raises(ImgclsError, match=match) as info:
+        resolve_config(None, {field: value})
+    assert "\n" not in str(info.value) and "--" + field.replace("_", "-") in str(info.value)
+
+
+def test_yaml_with_integer_keys_is_refused(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("1: 2\nepochs: 3\n")
+    with pytest.raises(ImgclsError, match="option names"):
+        resolve_config(str(path))
+
+
+def test_a_config_without_a_model_does_not_train(tmp_path, demo_data):
+    from imgcls.engine.train import train
+
+    assert TrainConfig().model is None
+    with pytest.raises(ImgclsError, match="choose a model"):
+        train(resolve_config(None, {"data": str(demo_data), "out": str(tmp_path / "r")}), progress=False)
+
+
+def test_the_cli_never_restarts_the_interpreter():
+    code = (
+        "import os, runpy, sys\n"
+        "def refuse(*a, **k): raise SystemExit('re-executed')\n"
+        "os.execve = os.execv = refuse\n"
+        "sys.argv = ['imgcls', 'models', '--num-classes', '3']\n"
+        "runpy.run_module('imgcls', run_name='__main__')\n"
+    )
+    proc = subprocess.run([sys.executable, "-X", "dev", "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "attn_cnn" in proc.stdout
+
+
+def test_malloc_tuning_is_in_process_and_can_be_turned_off(monkeypatch):
+    from imgcls.malloc import DISABLE_ENV, tune_malloc
+
+    if sys.platform == "linux":
+        assert set(tune_malloc()) == {"mmap_threshold", "trim_threshold"}
+    monkeypatch.setenv(DISABLE_ENV, "0")
+    assert tune_malloc() == {}
+
+
+def test_pillow_exif_chatter_is_silenced():
+    import warnings
+
+    from imgcls.cli import _quiet_libraries
+
+    with warnings.catch_warnings(record=True) as seen:
+        _quiet_libraries()
+        warnings.warn_explicit(
+            "Tag data larger than file. Skipping tag 1",
+            UserWarning,
+            "TiffImagePlugin.py",
+            1,
+            module="PIL.TiffImagePlugin",
+        )
+        warnings.warn_explicit("something else", UserWarning, "x.py", 1, module="imgcls.x")
+    assert [str(w.message) for w in seen] == ["something else"]
+
+
+def test_no_progress_bar_when_output_is_not_a_terminal():
+    from imgcls.cli import _progress
+
+    assert _progress(argparse.Namespace(no_progress=False)) is False  # pytest captures stdout
