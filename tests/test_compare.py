@@ -125,7 +125,9 @@ def test_report_renders_in_a_real_browser(comparison, tmp_path):
         page.wait_for_load_state("load")
         images = page.evaluate("""() => Array.from(document.images).map(
             i => ({alt: i.alt, ok: i.complete && i.naturalWidth > 0}))""")
-        assert len(images) == 3 + 2 * len(SPECS)
+        thumbs = page.locator("figure.thumb img").count()
+        explained = sum(1 for i in images if i["alt"].startswith("where "))
+        assert len(images) - thumbs - explained == 3 + 2 * len(SPECS) and thumbs > 0 and explained == 2 * len(SPECS)
         assert all(i["ok"] for i in images), [i["alt"] for i in images if not i["ok"]]
         assert page.locator("table tbody tr").count() == len(SPECS)
         assert "Most accurate" in page.inner_text("ul.concl")

@@ -125,3 +125,62 @@ def test_unlabeled_samples_from_files_and_folders(tmp_path):
     assert [p.path.split("/")[-1] for p in found] == ["a.jpg", "b.png"]
     with pytest.raises(ImgclsError, match="not found"):
         unlabeled_samples([str(tmp_path / "missing.jpg")])
+
+
+def test_train_and_test_without_validation_carves_a_stratified_split(tmp_path):
+    make_folder(tmp_path, "train", {"pie": 10, "ribs": 5})
+    make_folder(tmp_path, "test", {"pie": 3, "ribs": 2})
+    with pytest.raises(ImgclsError, match="--val-split 0.2"):
+        discover(tmp_path)
+    s = discover(tmp_path, val_split=0.2, seed=3)
+    assert s.layout == "imagefolder+val-split" and s.classes == ["pie", "ribs"]
+    assert Counter(x.label for x in s.val) == {0: 2, 1: 1} and len(s.train) == 12
+    assert s.test_labeled and len(s.test) == 5  # test stays the held-out split
+    assert discover(tmp_path, val_split=0.2, seed=3).val == s.val
+
+
+def test_flat_train_and_evaluation_without_validation(tmp_path):
+    make_flat(tmp_path, "training", {0: 4, 1: 4})
+    make_flat(tmp_path, "evaluation", {0: 1, 1: 1})
+    s = discover(tmp_path, val_split=0.25)
+    assert s.layout == "flat+val-split" and len(s.val) == 2 and len(s.train) == 6 and len(s.test) == 2
+
+
+def _food101(root, counts: dict[str, int], test_each: int = 1):
+    lines = {"train": [], "test": []}
+    for cls, n in counts.items():
+        for i in range(n):
+            write_image(root / "images" / cls / f"{100 + i}.jpg", seed=i)
+            lines["test" if i < test_each else "train"].append(f"{cls}/{100 + i}")
+    (root / "meta").mkdir(parents=True)
+    (root / "meta" / "classes.txt").write_text("\n".join(counts) + "\n")
+    for split, rows in lines.items():
+        (root / "meta" / f"{split}.txt").write_text("\n".join(rows) + "\n")
+
+
+def test_food101_layout(tmp_path):
+    _food101(tmp_path, {"apple_pie": 6, "baklava": 6})
+    with pytest.raises(ImgclsError, match="--val-split"):
+        discover(tmp_path)
+    s = discover(tmp_path, val_split=0.2)
+    assert s.layout == "food101+val-split" and s.classes == ["apple_pie", "baklava"]
+    assert len(s.train) + len(s.val) == 10 and len(s.test) == 2 and s.test_labeled
+    (tmp_path / "meta" / "test.txt").write_text("apple_pie/999\n")
+    with pytest.raises(ImgclsError, match="apple_pie/999"):
+        discover(tmp_path, val_split=0.2)
+
+
+def test_a_single_folder_of_class_folders_is_evaluated_whole(tmp_path):
+    make_folder(tmp_path, ".", {"a": 2, "b": 3})
+    s = discover(tmp_path, for_eval=True)
+    assert s.test_labeled and len(s.test) == 5 and not s.train and not s.val
+
+
+@pytest.mark.parametrize("name", ["50000000_9.jpg", "1234567890123456789012345678901234567890_1.jpg", "60_1.jpg"])
+def test_implausible_flat_class_indices_are_refused(tmp_path, name):
+    make_flat(tmp_path, "training", {0: 2, 1: 2, 2: 2})
+    make_flat(tmp_path, "validation", {0: 1, 1: 1})
+    write_image(tmp_path / "training" / name)
+    with pytest.raises(ImgclsError, match="implausible class index") as err:
+        discover(tmp_path)
+    assert name in str(err.value)

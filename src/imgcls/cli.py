@@ -169,7 +169,14 @@ def cmd_check_data(args) -> int:
 def cmd_evaluate(args) -> int:
     from imgcls.evaluate import evaluate
 
-    r = evaluate(args.run, data=args.data, split=args.split, batch_size=args.batch_size, workers=args.workers)
+    r = evaluate(
+        args.run,
+        data=args.data,
+        split=args.split,
+        batch_size=args.batch_size,
+        workers=args.workers,
+        gallery=args.gallery,
+    )
     top5 = f"  top-5 {r['top5']:.4f}" if r["top5"] is not None else ""
     print(f"{r['split']}: {r['images']} images  top-1 {r['top1']:.4f}{top5}  macro-F1 {r['macro_f1']:.4f}")
     width = max(len(row["class"]) for row in r["per_class"])
@@ -179,7 +186,18 @@ def cmd_evaluate(args) -> int:
             f"  {row['class']:<{width}}  {row['support']:>7}  {row['precision']:>9.3f}  {row['recall']:>6.3f}  "
             f"{row['f1']:>5.3f}"
         )
-    print(f"wrote {r['out']}/ (metrics.json, per_class.csv, confusion_matrix.csv/.png)")
+    print(
+        f"wrote {r['out']}/ (metrics.json, per_class.csv, predictions.csv, confusion_matrix.csv/.png, "
+        f"errors.csv/.png) [{r['engine']['engine']}: {r['engine']['file']}]"
+    )
+    return 0
+
+
+def cmd_explain(args) -> int:
+    from imgcls.explain import explain
+
+    for path in explain(args.run, args.images, out=args.out):
+        print(f"wrote {path}")
     return 0
 
 
@@ -268,6 +286,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-upload-mb", type=float, default=10.0)
     p.set_defaults(func=cmd_serve)
 
+    p = sub.add_parser("explain", help="where the model looks: attention (attn_cnn) or Grad-CAM overlays as PNGs")
+    p.add_argument("run", help="run folder")
+    p.add_argument("images", nargs="+", help="image files")
+    p.add_argument("--out", help="folder for the PNGs (default RUN/explain)")
+    p.set_defaults(func=cmd_explain)
+
     p = sub.add_parser("loadtest", help="bounded load test of a running imgcls serve on loopback")
     p.add_argument("url", help="e.g. http://127.0.0.1:8000")
     p.add_argument("image", help="image file to upload")
@@ -287,7 +311,14 @@ def build_parser() -> argparse.ArgumentParser:
         )
         if name == "evaluate":
             p.add_argument("--data", help="dataset folder (default: the one the run trained on)")
-            p.add_argument("--split", default="evaluation", help="evaluation | validation | training")
+            p.add_argument(
+                "--split",
+                default=None,
+                help="evaluation | validation | training (default: evaluation, else validation when "
+                "the data has no labelled evaluation split; a single folder of class folders is "
+                "evaluated whole)",
+            )
+            p.add_argument("--gallery", type=int, default=16, help="how many confident errors errors.png shows")
         else:
             p.add_argument("inputs", nargs="+", help="image files or folders")
             p.add_argument("--out", default="preds.csv")

@@ -6,6 +6,7 @@ checkpoint. The report is built from the run folders alone (``imgcls report`` re
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -20,6 +21,34 @@ DEMO_MODELS = ["efficientnet_lite0", "vit_tiny", "attn_cnn:num_heads=8", "attn_c
 # The embedded default: sized so the whole comparison takes a few minutes on 2 CPU cores.
 DEMO_DATA = {"per_class": 80, "size": 48, "seed": 0}
 DEMO_TRAIN = {"epochs": 6, "image_size": 48, "augment": "light"}
+
+
+def parse_variant(spec: str) -> tuple[str, dict]:
+    """``MODEL_SPEC[+field=value]...``: a model spec plus recipe fields for this variant alone, e.g.
+    ``attn_cnn:num_heads=8+freeze=attn`` or ``efficientnet_lite0+finetune=full`` (list values: a,b)."""
+    from imgcls.config import FIELDS, coerce
+
+    model, *extras = spec.split("+")
+    overrides = {}
+    for item in extras:
+        key, eq, value = item.partition("=")
+        key = key.strip().replace("-", "_")
+        if not eq or key not in FIELDS or key in ("model", "data", "out"):
+            raise ImgclsError(f"bad variant {spec!r}: {item!r} is not field=value for a recipe field "
+                              "(e.g. +freeze=attn, +finetune=full, +lr=3e-4)")  # fmt: skip
+        overrides[key] = coerce(key, value.strip())
+    return model.strip(), overrides
+
+
+def variant_dirname(spec: str) -> str:
+    model, overrides = parse_variant(spec)
+    extra = "".join(f"-{k}{','.join(v) if isinstance(v, list) else v}" for k, v in overrides.items())
+    return spec_to_dirname(model) + re.sub(r"[^A-Za-z0-9,._=-]+", "_", extra)
+
+
+def variant_config(base: TrainConfig, spec: str, out: Path) -> TrainConfig:
+    model, overrides = parse_variant(spec)
+    return replace(base, model=model, out=str(out), **overrides)
 
 
 def demo_data_dir(cache: Path | None = None) -> Path:
@@ -91,7 +120,7 @@ def compare(
 
     if not specs:
         raise ImgclsError("no models to compare: pass --models SPEC [SPEC ...]")
-    dirnames = [spec_to_dirname(s) for s in specs]  # validates every spec before anything trains
+    dirnames = [variant_dirname(s) for s in specs]  # validates every spec before anything trains
     if len(set(dirnames)) != len(dirnames):
         raise ImgclsError(f"the same variant appears twice in --models: {' '.join(specs)}")
     out = Path(out)
@@ -129,7 +158,7 @@ def compare(
             if state == "partial":
                 cfg = resume_config(paths.root, {"epochs": base.epochs, "workers": base.workers})
             else:
-                cfg = replace(base, model=spec, out=str(paths.root))
+                cfg = variant_config(base, spec, paths.root)
             train(
                 cfg,
                 resume=state == "partial",
@@ -144,6 +173,7 @@ def compare(
         elif not has_heldout and not _eval_is_fresh(paths, "validation"):
             evaluate(paths.root, data=base.data, split="validation", workers=base.workers)
         _ensure_throughput(paths)
+        _ensure_explain(paths, splits.test if has_heldout else splits.val)
         eta.record(spec, read_metrics(paths.metrics))
 
     if not leader:
@@ -163,7 +193,7 @@ def _stale_variants(base: TrainConfig, specs: list[str], runs: list[RunPaths], s
     for spec, paths in zip(specs, runs):
         if not paths.config.is_file():
             continue
-        wanted = resolve_for_data(replace(base, model=spec, out=str(paths.root)), splits)
+        wanted = resolve_for_data(variant_config(base, spec, paths.root), splits)
         saved = load_run_config(paths.config)
         fields = [
             f"--{f.replace('_', '-')} {getattr(saved, f)!r} -> {getattr(wanted, f)!r}"
@@ -192,6 +222,21 @@ def _print_eta(eta: EtaPrinter, spec: str, rows: list[dict]) -> None:
 def _eval_is_fresh(paths: RunPaths, split: str = "evaluation") -> bool:
     result = paths.eval_dir / split / "metrics.json"
     return result.is_file() and paths.best.is_file() and result.stat().st_mtime >= paths.best.stat().st_mtime
+
+
+def _ensure_explain(paths: RunPaths, samples: list, count: int = 2) -> None:
+    """A sample of where the model looks, for the report (the same two images for every variant)."""
+    from imgcls.explain import explain
+
+    folder = paths.root / "explain"
+    if folder.is_dir() and all(p.stat().st_mtime >= paths.best.stat().st_mtime for p in folder.glob("*.png")):
+        if any(folder.glob("*.png")):
+            return
+    picks = [s.path for s in samples[:: max(1, len(samples) // count)][:count]]
+    try:
+        explain(paths.root, picks, out=folder)
+    except ImgclsError as exc:  # a picture that cannot be made must not cost the comparison
+        print(f"    (no explanation pictures for {paths.root.name}: {exc})")
 
 
 def _ensure_throughput(paths: RunPaths) -> None:

@@ -95,6 +95,11 @@ class TrainConfig:
     finetune: str | None = opt(
         None, "head (frozen backbone) | full; default head when pretrained", check=_check_finetune
     )
+    freeze: list[str] | None = opt(
+        None,
+        "module-name globs to freeze on top of --finetune (no gradient, left out of the optimizer, "
+        "BatchNorm/Dropout in eval mode), e.g. attn or 'features.0*'",
+    )
     # Data and machinery.
     val_split: float | None = opt(
         None,
@@ -134,10 +139,8 @@ def field_type(name: str) -> tuple[type, bool]:
     """(base type, optional) from the field's type hint, e.g. ``int | None`` -> (int, True)."""
     hint = _HINTS[name]
     args = typing.get_args(hint) if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union else ()
-    if args:
-        base = [a for a in args if a is not type(None)]
-        return base[0], True
-    return hint, False
+    base = [a for a in args if a is not type(None)][0] if args else hint
+    return typing.get_origin(base) or base, bool(args)
 
 
 def flag_name(name: str) -> str:
@@ -145,6 +148,11 @@ def flag_name(name: str) -> str:
 
 
 def _coerce_scalar(kind: type, value: Any) -> Any:
+    if kind is list:
+        items = value.split(",") if isinstance(value, str) else value
+        if not isinstance(items, (list, tuple)) or not all(isinstance(v, str) and v.strip() for v in items):
+            raise ValueError("expected a list of names")
+        return [v.strip() for v in items]
     if kind is bool:
         if isinstance(value, bool):
             return value
@@ -180,6 +188,8 @@ def coerce(name: str, value: Any) -> Any:
     except (TypeError, ValueError, OverflowError) as exc:
         raise ImgclsError(f"{label}: bad value {value!r} ({exc})") from None
     meta = FIELDS[name].metadata
+    if kind is list:
+        return out
     if meta["choices"] is not None and out not in meta["choices"]:
         raise ImgclsError(f"{label}: {out!r} is not one of {', '.join(meta['choices'])}")
     lo, hi = meta["lo"], meta["hi"]
@@ -251,7 +261,7 @@ def add_config_flags(parser, *, exclude: set[str] = frozenset()) -> None:
             continue
         kind, _ = field_type(name)
         default = "" if f.default is None else f" (default: {f.default})"
-        help_ = meta["help"] + ("" if "default" in meta["help"] else default)
+        help_ = meta["help"] + ("" if "default" in meta["help"] or "recipe" in meta["help"] else default)
         if kind is bool:
             parser.add_argument(
                 flag_name(name), dest=name, action=argparse.BooleanOptionalAction, default=None, help=help_

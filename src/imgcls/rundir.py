@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import csv
+import errno
 import json
 import os
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -68,14 +70,24 @@ class RunPaths:
 
 
 def atomic_write(path: Path, write, *, binary: bool = False) -> None:
-    """``write(fh)`` into a temporary file that is fsynced and renamed: a kill never leaves half a file."""
+    """``write(fh)`` into a temporary file that is fsynced and renamed: a kill never leaves half a file.
+
+    The temporary name is unique per process and call, so concurrent writers never share one, and it is
+    removed when the write fails (a full disk leaves no ``.tmp`` behind).
+    """
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb" if binary else "w") as fh:
-        write(fh)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        with open(tmp, "wb" if binary else "w") as fh:
+            write(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException as exc:
+        tmp.unlink(missing_ok=True)
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise ImgclsError(f"no space left on the device while writing {path}; {path.name} is unchanged") from None
+        raise
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -84,6 +96,16 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 def write_json(path: Path, data: Any) -> None:
     atomic_write_text(path, json.dumps(data, indent=2) + "\n")
+
+
+def write_csv(path: Path, header: list[str], rows: list[list]) -> None:
+    import io
+
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    writer.writerow(header)
+    writer.writerows(rows)
+    atomic_write_text(path, buf.getvalue())
 
 
 def read_json(path: Path) -> Any:

@@ -89,6 +89,9 @@ def _flat_labels(files: list[Path], split_dir: Path, *, allow_unlabeled: bool) -
     bad = [f.name for f, m in zip(files, matches) if m is None]
     if bad and allow_unlabeled and len(bad) == len(files):
         return None
+    too_long = [f.name for f, m in zip(files, matches) if m is not None and len(m.group(1)) > 6]
+    if too_long:
+        raise ImgclsError(f"{split_dir}: implausible class index in {', '.join(too_long[:10])}; rename them")
     if bad:
         shown = ", ".join(bad[:10]) + (f" ... ({len(bad)} in all)" if len(bad) > 10 else "")
         raise ImgclsError(
@@ -119,6 +122,17 @@ def _read_split(split_dir: Path, *, allow_unlabeled: bool) -> tuple[str, dict, b
     return "flat", dict(by_index), True
 
 
+def _check_flat_indices(by_index: dict[int, list[Path]], where: Path, distinct: int) -> None:
+    """A misnamed file (``50000000_9.jpg``) would otherwise make millions of classes: indices must be
+    dense enough to be plausible given the ``distinct`` indices the training split uses."""
+    bound = 2 * distinct + 10
+    wild = sorted(str(p) for i, paths in by_index.items() if i > bound for p in paths)
+    if wild:
+        shown = ", ".join(Path(p).name for p in wild[:10]) + (f" ... ({len(wild)} in all)" if len(wild) > 10 else "")
+        raise ImgclsError(f"{where}: implausible class index in {shown} ({distinct} distinct indices, so "
+                          f"indices above {bound} look like misnamed files); rename or remove them")  # fmt: skip
+
+
 def _flat_class_names(root: Path, indices: set[int]) -> list[str]:
     n = max(indices) + 1
     names_file = root / "classes.txt"
@@ -136,15 +150,45 @@ def _samples(data: dict, index_of) -> list[Sample]:
     return [Sample(str(p), index_of(k)) for k, paths in sorted(data.items(), key=lambda kv: str(kv[0])) for p in paths]
 
 
-def discover(root: str | Path, *, val_split: float | None = None, seed: int = 0) -> DatasetSplits:
+def carve_validation(train: list[Sample], val_split: float, seed: int, where: Path) -> tuple[list, list]:
+    """A stratified, seeded hold-out: every class keeps at least one training image and gets a
+    validation one when it has two or more."""
+    rng = random.Random(seed)
+    by_label: dict[int, list[Sample]] = defaultdict(list)
+    for s in train:
+        by_label[s.label].append(s)
+    keep: list[Sample] = []
+    val: list[Sample] = []
+    for label in sorted(by_label):
+        items = sorted(by_label[label], key=lambda s: s.path)
+        rng.shuffle(items)
+        n_val = min(len(items) - 1, max(1, round(len(items) * val_split))) if len(items) > 1 else 0
+        val += sorted(items[:n_val], key=lambda s: s.path)
+        keep += sorted(items[n_val:], key=lambda s: s.path)
+    if not val:
+        raise ImgclsError(f"{where}: too few images to hold out a validation split")
+    return keep, val
+
+
+def discover(
+    root: str | Path, *, val_split: float | None = None, seed: int = 0, for_eval: bool = False
+) -> DatasetSplits:
+    """``for_eval``: the data is only read, not trained on: a missing validation split is no error, and
+    a single folder of class folders is all one split to evaluate (``test``)."""
     root = Path(root)
     if not root.is_dir():
         raise ImgclsError(f"data folder not found: {root}")
+    if (root / "meta" / "train.txt").is_file() and (root / "images").is_dir():
+        return _discover_food101(root, val_split if val_split or not for_eval else 0.0, seed)
     splits = _find_split_dirs(root)
     if splits:
-        return _discover_splits(root, splits, val_split)
+        if for_eval and "val" in splits:
+            val_split = None
+        elif for_eval and val_split is None:
+            val_split = 0.0
+        return _discover_splits(root, splits, val_split, seed)
     if _class_dirs(root):
-        return _discover_single_root(root, val_split, seed)
+        return labelled_folder(root) if for_eval and val_split is None else _discover_single_root(root, val_split, seed)
     if list_images(root):
         raise ImgclsError(
             f"{root}: images without split folders; put them in training/ and validation/ "
@@ -153,13 +197,19 @@ def discover(root: str | Path, *, val_split: float | None = None, seed: int = 0)
     raise ImgclsError(f"{root}: no images found (expected training/ + validation/ folders, or class subfolders)")
 
 
-def _discover_splits(root: Path, splits: dict[str, Path], val_split: float | None) -> DatasetSplits:
-    for key in ("train", "val"):
-        if key not in splits:
-            names = " or ".join(f"{a}/" for a in SPLIT_ALIASES[key])
-            raise ImgclsError(f"{root}: has {', '.join(p.name for p in splits.values())} but no {names}")
-    if val_split is not None:
+def _need_val_split(root: Path, have: str) -> ImgclsError:
+    return ImgclsError(f"{root} has {have} but no validation split; pass --val-split 0.2 to hold out a stratified "
+                       "fifth of the training images (or add a validation/ folder)")  # fmt: skip
+
+
+def _discover_splits(root: Path, splits: dict[str, Path], val_split: float | None, seed: int) -> DatasetSplits:
+    if "train" not in splits:
+        names = " or ".join(f"{a}/" for a in SPLIT_ALIASES["train"])
+        raise ImgclsError(f"{root}: has {', '.join(p.name for p in splits.values())} but no {names}")
+    if "val" in splits and val_split is not None:
         raise ImgclsError(f"{root} already has a validation split; drop --val-split")
+    if "val" not in splits and val_split is None:
+        raise _need_val_split(root, " + ".join(f"{p.name}/" for p in splits.values()))
     kinds = {}
     read = {}
     for key, folder in splits.items():
@@ -173,8 +223,11 @@ def _discover_splits(root: Path, splits: dict[str, Path], val_split: float | Non
         classes = sorted(read["train"])
         index_of = {c: i for i, c in enumerate(classes)}.__getitem__
     else:
-        indices = set(read["train"])
-        classes = _flat_class_names(root, indices | set(read["val"]))
+        for key, data in read.items():
+            if UNLABELED not in data:
+                _check_flat_indices(data, splits[key], len(read["train"]))
+        indices = set(read["train"]) | set(read.get("val", {}))
+        classes = _flat_class_names(root, indices)
         index_of = int
 
     for key in ("val", "test"):
@@ -188,40 +241,80 @@ def _discover_splits(root: Path, splits: dict[str, Path], val_split: float | Non
     test = []
     if "test" in read:
         test = _samples(read["test"], index_of) if test_labeled else _samples(read["test"], lambda _: UNLABELED)
-    return DatasetSplits(
-        root=str(root),
-        layout=layout,
-        classes=classes,
-        train=_samples(read["train"], index_of),
-        val=_samples(read["val"], index_of),
-        test=test,
-        test_labeled=test_labeled,
-    )
+    train = _samples(read["train"], index_of)
+    if "val" in read:
+        val = _samples(read["val"], index_of)
+    elif val_split == 0.0:  # evaluation only: no validation split needed
+        val = []
+    else:
+        train, val = carve_validation(train, _check_fraction(val_split), seed, splits["train"])
+        layout += "+val-split"
+    return DatasetSplits(str(root), layout, classes, train, val, test, test_labeled)
+
+
+def _check_fraction(val_split: float) -> float:
+    if not 0.0 < val_split < 1.0:
+        raise ImgclsError(f"--val-split must be between 0 and 1, got {val_split}")
+    return val_split
 
 
 def _discover_single_root(root: Path, val_split: float | None, seed: int) -> DatasetSplits:
     if val_split is None:
-        raise ImgclsError(
-            f"{root} has class folders but no training/validation split; pass --val-split 0.2 "
-            "(or create training/ and validation/ folders)"
-        )
-    if not 0.0 < val_split < 1.0:
-        raise ImgclsError(f"--val-split must be between 0 and 1, got {val_split}")
+        raise _need_val_split(root, "class folders")
     _, by_class, _ = _read_split(root, allow_unlabeled=False)
     classes = sorted(by_class)
-    rng = random.Random(seed)
-    train: list[Sample] = []
-    val: list[Sample] = []
-    for index, name in enumerate(classes):
-        paths = list(by_class[name])
-        rng.shuffle(paths)
-        # Stratified: every class keeps at least one training image, and gets a validation one when it can.
-        n_val = min(len(paths) - 1, max(1, round(len(paths) * val_split))) if len(paths) > 1 else 0
-        val += [Sample(str(p), index) for p in sorted(paths[:n_val])]
-        train += [Sample(str(p), index) for p in sorted(paths[n_val:])]
-    if not val:
-        raise ImgclsError(f"{root}: too few images to hold out a validation split")
+    every = _samples(by_class, {c: i for i, c in enumerate(classes)}.__getitem__)
+    train, val = carve_validation(every, _check_fraction(val_split), seed, root)
     return DatasetSplits(str(root), "imagefolder+val-split", classes, train, val)
+
+
+def _discover_food101(root: Path, val_split: float | None, seed: int) -> DatasetSplits:
+    """Food-101's own layout: images/<class>/<id>.jpg listed by meta/{train,test}.txt as <class>/<id>."""
+    meta = root / "meta"
+    if val_split is None:
+        raise _need_val_split(root, "Food-101's meta/train.txt + meta/test.txt")
+    listed = {}
+    for split in ("train", "test"):
+        path = meta / f"{split}.txt"
+        lines = [ln.strip() for ln in path.read_text().splitlines() if ln.strip()] if path.is_file() else []
+        listed[split] = lines
+    names_file = meta / "classes.txt"
+    if names_file.is_file():
+        classes = [ln.strip() for ln in names_file.read_text().splitlines() if ln.strip()]
+    else:
+        classes = sorted({ln.split("/", 1)[0] for ln in listed["train"]})
+    index = {c: i for i, c in enumerate(classes)}
+    out: dict[str, list[Sample]] = {}
+    for split, lines in listed.items():
+        samples, problems = [], []
+        for line in lines:
+            cls, _, stem = line.partition("/")
+            path = root / "images" / cls / (stem if Path(stem).suffix else stem + ".jpg")
+            if cls not in index or not stem:
+                problems.append(f"{line!r} (class not in {names_file.name})")
+            elif not path.is_file():
+                problems.append(f"{line!r} (no file {path.relative_to(root)})")
+            else:
+                samples.append(Sample(str(path), index[cls]))
+        if problems:
+            shown = "; ".join(problems[:5]) + (f" ... ({len(problems)} in all)" if len(problems) > 5 else "")
+            raise ImgclsError(f"{meta / (split + '.txt')}: {shown}")
+        out[split] = samples
+    if not out["train"]:
+        raise ImgclsError(f"{meta / 'train.txt'}: lists no images")
+    if val_split == 0.0:  # evaluation only
+        return DatasetSplits(str(root), "food101", classes, out["train"], [], out["test"], bool(out["test"]))
+    train, val = carve_validation(out["train"], _check_fraction(val_split), seed, root)
+    return DatasetSplits(str(root), "food101+val-split", classes, train, val, out["test"], bool(out["test"]))
+
+
+def labelled_folder(root: str | Path) -> DatasetSplits:
+    """Every image of one folder of class folders, as the split to evaluate (``test``)."""
+    root = Path(root)
+    _, by_class, _ = _read_split(root, allow_unlabeled=False)
+    classes = sorted(by_class)
+    every = _samples(by_class, {c: i for i, c in enumerate(classes)}.__getitem__)
+    return DatasetSplits(str(root), "imagefolder", classes, [], [], every, True)
 
 
 def unlabeled_samples(paths: list[str | Path]) -> list[Sample]:

@@ -8,6 +8,8 @@ from torch import nn
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
+from imgcls.models.freeze import apply_freeze, freeze_eval_mode
+
 
 class FrozenPrefix:
     """The frozen front of a model (for head-only training: the backbone), run under no_grad.
@@ -46,11 +48,13 @@ class ClassifierModule(L.LightningModule):
         plateau_patience: int,
         trainable: str | None = None,
         prefix: FrozenPrefix | None = None,
+        frozen: list[str] | None = None,
     ):
         """``trainable``: attribute path of the only submodule that trains (the head); None: all of it.
 
         ``prefix``: the frozen part that feeds it, or None when batches already hold its output (the
         feature cache) or nothing is frozen. ``forward`` is always ``suffix(prefix(x))``.
+        ``frozen``: module/parameter names (``--freeze``) that stay fixed inside what trains.
         """
         super().__init__()
         self.model = model
@@ -64,9 +68,11 @@ class ClassifierModule(L.LightningModule):
         self.val_loss = MeanMetric()  # weighted by batch size and synced as sums: exact across processes
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")
         self.val_acc5 = MulticlassAccuracy(num_classes, top_k=5, average="micro") if num_classes >= 6 else None
+        self.frozen = list(frozen or [])
         if trainable is not None:
             self.model.requires_grad_(False)
             self.suffix.requires_grad_(True)
+        apply_freeze(self.model, self.frozen)
 
     @property
     def suffix(self) -> nn.Module:
@@ -78,6 +84,7 @@ class ClassifierModule(L.LightningModule):
             # Frozen part: BatchNorm keeps its ImageNet statistics and Dropout stays off.
             self.model.eval()
             self.suffix.train(mode)
+        freeze_eval_mode(self.model, self.frozen)
         return self
 
     def on_train_epoch_start(self):

@@ -21,6 +21,7 @@ from imgcls.data.scan import scan_splits, write_bad_files
 from imgcls.engine.callbacks import AtomicCheckpointIO, RunFilesCallback, device_name
 from imgcls.engine.module import ClassifierModule, FrozenPrefix
 from imgcls.errors import ImgclsError
+from imgcls.models.freeze import match_frozen
 from imgcls.models.profile import count_gflops, count_params
 from imgcls.models.registry import create_model, get_model_info, headless_view, parse_model_spec, spec_to_dirname
 from imgcls.rundir import RunPaths, write_json
@@ -55,6 +56,7 @@ def resolve_for_data(cfg: TrainConfig, splits: DatasetSplits) -> TrainConfig:
         pretrained=pretrained,
         finetune=finetune,
         feature_cache=feature_cache,
+        data=str(Path(cfg.data).resolve()),  # the run folder then works from any directory
         workers=default_workers() if cfg.workers is None else cfg.workers,
         precision=precision,
         out=cfg.out or str(Path("runs") / spec_to_dirname(cfg.model)),
@@ -88,6 +90,7 @@ def build_module(cfg: TrainConfig) -> ClassifierModule:
     model = create_model(name, cfg.num_classes, pretrained=cfg.pretrained, image_size=cfg.image_size, **kwargs)
     head_only = cfg.finetune == "head"
     streamed = head_only and not cfg.feature_cache
+    frozen = match_frozen(model, cfg.freeze)
     return ClassifierModule(
         model,
         num_classes=cfg.num_classes,
@@ -97,6 +100,7 @@ def build_module(cfg: TrainConfig) -> ClassifierModule:
         plateau_patience=cfg.plateau_patience,
         trainable=get_model_info(name).head if head_only else None,
         prefix=FrozenPrefix(headless_view(model, name), cfg.image_size) if streamed else None,
+        frozen=frozen,
     )
 
 
@@ -108,6 +112,7 @@ def _static_summary(cfg: TrainConfig, module: ClassifierModule, splits: DatasetS
         "image_size": cfg.image_size,
         "pretrained": cfg.pretrained,
         "finetune": cfg.finetune,
+        "frozen": module.frozen,
         "params": params,
         "trainable_params": trainable,
         "gflops": round(count_gflops(module.model, cfg.image_size), 4),
@@ -127,6 +132,8 @@ def prepare_run(cfg: TrainConfig, *, resume: bool) -> tuple[TrainConfig, Dataset
     parse_model_spec(cfg.model)  # an unknown model is reported before the data is scanned
     if not cfg.data:
         raise ImgclsError("no data folder given: pass --data DIR")
+    if resume and not Path(cfg.data).is_dir():
+        raise ImgclsError(f"data folder not found: {cfg.data} (has the data moved? resume with --data NEW_PATH)")
     splits = discover(cfg.data, val_split=cfg.val_split, seed=cfg.seed)
     cfg = resolve_for_data(cfg, splits)
     splits, bad = scan_splits(splits, strict=cfg.strict)

@@ -45,6 +45,14 @@ class AttnCNN(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.forward_features(x))
 
+    @torch.no_grad()
+    def attention_map(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, H, W): how much attention each feature-map position receives, averaged over heads and queries."""
+        fmap = self.features(x)
+        tokens = fmap.flatten(2).transpose(1, 2)
+        _, weights = self.attn(tokens, tokens, tokens, need_weights=True, average_attn_weights=True)
+        return weights.mean(dim=1).reshape(fmap.shape[0], *fmap.shape[2:])
+
 
 @register_model(default_image_size=224, head="classifier")
 def attn_cnn(

@@ -92,6 +92,14 @@ def _img_tag(path: Path, alt: str) -> str:
     return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
 
 
+def _explain_html(run_dir: Path) -> str:
+    pictures = sorted((run_dir / "explain").glob("*.png"))[:2]
+    if not pictures:
+        return ""
+    tags = "".join(_img_tag(p, f"where {run_dir.name} looks: {p.stem}") for p in pictures)
+    return f"<h4>Where it looks (imgcls explain)</h4><div class='grid'>{tags}</div>"
+
+
 def _md_bold_to_html(text: str) -> str:
     parts = html.escape(text).split("**")
     return "".join(f"<b>{p}</b>" if i % 2 else p for i, p in enumerate(parts))
@@ -104,6 +112,9 @@ table{border-collapse:collapse;font-size:.85rem;width:100%}th,td{padding:.35rem 
 th:first-child,td:first-child{text-align:left}th{background:#f5f5f7}tr.best td{background:#eef7ee;font-weight:600}
 img{max-width:100%;height:auto;border:1px solid #eee;margin:.5rem 0}.grid{display:grid;grid-template-columns:1fr 1fr;gap:1rem}
 .note{color:#666;font-size:.85rem}ul.concl li{margin:.3rem 0}
+.gallery,.row{display:flex;flex-wrap:wrap;gap:.4rem}figure.thumb{margin:0;width:124px;font-size:.7rem;text-align:center}
+figure.thumb img{margin:0;border:2px solid #eee}.gallery figure.thumb img{border-color:#e8a0a0}
+.correct .cls{display:inline-block;margin:0 1rem .5rem 0;vertical-align:top;font-size:.8rem}
 """
 
 
@@ -167,9 +178,14 @@ def build_report(root: str | Path) -> Path:
         + "</tr>"
         for r in rows
     )
+    from imgcls.report.gallery import gallery_html
+
+    by_name = {v.name: v for v in variants}
     sections = "".join(
         f"<h3>{html.escape(name)}</h3><div class='grid'>{_img_tag(conf, 'confusion matrix ' + name)}"
         f"{_img_tag(pc, 'per-class accuracy ' + name)}</div>"
+        + (gallery_html(by_name[name].predictions) if by_name[name].predictions else "")
+        + _explain_html(root / name)
         for name, (conf, pc) in per_variant.items()
     )
     split_note = (
@@ -189,7 +205,7 @@ serve use ({html.escape(engines)}). Every number comes from the
 variant's metrics.csv, summary.json, eval/ and inference.json.</p>
 <h2>Training curves</h2>{_img_tag(figs["curves"], "training curves")}
 <div class="grid">{_img_tag(figs["overlay"], "validation accuracy overlay")}{_img_tag(figs["tradeoff"], "trade-off")}</div>
-<h2>Per variant: confusion matrix and per-class accuracy</h2>{sections}
+<h2>Per variant: confusion matrix, per-class accuracy, errors and examples</h2>{sections}
 </body></html>"""
     atomic_write_text(root / "report.html", page)
     return root / "report.html"

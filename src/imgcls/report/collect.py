@@ -22,6 +22,7 @@ class Variant:
     confusion: list[list[int]] = field(default_factory=list)
     classes: list[str] = field(default_factory=list)
     inference: dict | None = None
+    predictions: list[dict] = field(default_factory=list)
 
     @property
     def heldout_acc(self) -> float | None:
@@ -43,9 +44,9 @@ def _ordered_run_dirs(root: Path) -> list[Path]:
     found = sorted(p for p in root.iterdir() if (p / "summary.json").is_file() and (p / "metrics.csv").is_file())
     meta = root / "compare.json"
     if meta.is_file():  # keep the order the user asked for
-        from imgcls.models.registry import spec_to_dirname
+        from imgcls.compare import variant_dirname
 
-        wanted = [spec_to_dirname(s) for s in json.loads(meta.read_text()).get("models", [])]
+        wanted = [variant_dirname(s) for s in json.loads(meta.read_text()).get("models", [])]
         found.sort(key=lambda p: wanted.index(p.name) if p.name in wanted else len(wanted))
     return found
 
@@ -67,6 +68,10 @@ def collect(root: str | Path) -> list[Variant]:
             if (folder / "metrics.json").is_file():
                 v.eval_split, v.eval = split, read_json(folder / "metrics.json")
                 v.confusion = _read_confusion(folder / "confusion_matrix.csv")
+                if (folder / "predictions.csv").is_file():
+                    from imgcls.evaluate import read_predictions
+
+                    v.predictions = read_predictions(folder / "predictions.csv")
                 break
         if (run_dir / "inference.json").is_file():
             v.inference = read_json(run_dir / "inference.json")
