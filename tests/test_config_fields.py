@@ -63,7 +63,7 @@ def test_resumable_fields_are_one_list():
         ("epochs", "many", "bad value"),
         ("batch_size", True, "expected int"),
         ("devices", "two", "count"),
-        ("finetune", "some", "head or full"),
+        ("finetune", "some", "head, full or last:N"),
         ("augment", "heavy", "not one of"),
         ("val_split", 1.0, "too large"),
         ("pretrained", "maybe", "true or false"),

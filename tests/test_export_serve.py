@@ -219,3 +219,22 @@ def test_load_test_refuses_other_hosts():
 
     with pytest.raises(ImgclsError, match="loopback"):
         load_test("http://10.0.0.1:8000", __file__, requests=1)
+
+
+def test_int8_export_reports_agreement_or_refuses(tiny_run, tmp_path, monkeypatch):
+    import imgcls.quantize as q
+
+    out = tmp_path / "exp"
+    monkeypatch.setattr(q, "MIN_AGREEMENT", 0.0)
+    r = export(tiny_run, "onnx", out=out, quantize="int8")["int8"]
+    assert (out / "model.int8.onnx").is_file() and 0 <= r["int8_top1_agreement"] <= 1 and r["agreement_images"] == 33
+    info = json.loads((out / "model.int8.json").read_text())
+    assert info["int8_top1_agreement"] == r["int8_top1_agreement"] and info["calibration_images"] > 0
+    from imgcls.engine.predictor import load_predictor
+
+    assert load_predictor(out / "model.int8.onnx").engine == "onnxruntime"
+    monkeypatch.setattr(q, "MIN_AGREEMENT", 1.01)
+    (out / "model.int8.onnx").unlink()
+    with pytest.raises(ImgclsError, match="not written"):
+        export(tiny_run, "onnx", out=out, quantize="int8")
+    assert not (out / "model.int8.onnx").exists() and not list(out.glob(".*.tmp"))

@@ -7,7 +7,7 @@ from imgcls.data.layouts import discover
 from imgcls.data.transforms import build_eval_transform, build_train_transform
 from imgcls.engine.features import get_features
 from imgcls.models import create_model
-from imgcls.models.registry import headless_view
+from imgcls.models.blocks import split
 from imgcls.rundir import read_metrics
 
 from conftest import train_tiny, write_image
@@ -22,7 +22,7 @@ def cache(tmp_path, monkeypatch):
 def _get(samples, transform, views=1):
     model = create_model("attn_cnn", 11, image_size=32).eval()
     return get_features(
-        headless_view(model, "attn_cnn"),
+        split(model, 0)[0],
         samples,
         transform=transform,
         image_size=32,

@@ -219,6 +219,22 @@ def measure_full_finetune(side: str, a: dict) -> dict:
     return {"value": ips, "unit": "img/s", "gflops_per_s": ips * GMACS_EFFNET_B0 * 2 * 3}
 
 
+def measure_partial(side: str, a: dict) -> dict:
+    """imgcls --finetune last:3 from cached activations (epochs after the first); the baseline is the
+    reference loop's full fine-tuning epoch (bench.py reuses that measurement)."""
+    data = Path(a["data"])
+    os.environ["IMGCLS_CACHE"] = str(Path(a["tmp"]) / "cache")
+    t0 = time.perf_counter()
+    timer = _imgcls_train(a, data, str(Path(a["tmp"]) / "run-partial"), finetune="last:3", augment="reference",
+                          feature_cache=1, epochs=3)  # fmt: skip
+    total = time.perf_counter() - t0
+    n = len(jpeg_paths(data))
+    epoch_s = statistics.median(n / timer.images_per_s(e) for e in (1, 2))
+    return {"value": epoch_s, "unit": "s/epoch",
+            "note": f"last:3 (blocks 6.0, 7, conv head + head) from 1 cached view; whole 3-epoch run incl. activation "
+                    f"extraction {total:.1f}s"}  # fmt: skip
+
+
 def measure_malloc_tuning(side: str, a: dict) -> dict:
     """imgcls's full fine-tuning with glibc malloc as it comes ("baseline") and with imgcls's in-process
     tuning: whether the tuning earns its place."""

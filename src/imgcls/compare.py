@@ -146,7 +146,8 @@ def compare(
         write_json(out / "compare.json", {"models": specs, "data": base.data, "epochs": base.epochs})
 
     for i, (spec, paths) in enumerate(zip(specs, runs), 1):
-        state = run_state(paths, base.epochs)
+        wanted = variant_config(base, spec, paths.root)
+        state = run_state(paths, wanted.epochs)
         eta.record(spec, read_metrics(paths.metrics))
         left = eta.eta()
         when = f", comparison ETA ~{_fmt_seconds(left)}" if left is not None else ""
@@ -156,9 +157,9 @@ def compare(
             verb = "resuming" if state == "partial" else "training"
             print(f"[{i}/{len(specs)}] {verb} {spec}{when}")
             if state == "partial":
-                cfg = resume_config(paths.root, {"epochs": base.epochs, "workers": base.workers})
+                cfg = resume_config(paths.root, {"epochs": wanted.epochs, "workers": wanted.workers})
             else:
-                cfg = variant_config(base, spec, paths.root)
+                cfg = wanted
             train(
                 cfg,
                 resume=state == "partial",

@@ -65,8 +65,24 @@ def _check_devices(value: str) -> str | None:
     return "expected a count, 'auto' or a list like 0,1"
 
 
+def parse_finetune(value: str) -> int | None:
+    """``last:N`` -> N; ``head`` -> 0 (only the head trains); ``full`` -> None (everything trains)."""
+    if value == "full":
+        return None
+    if value == "head":
+        return 0
+    prefix, _, number = value.partition(":")
+    if prefix != "last" or not number.isdigit() or int(number) < 1:
+        raise ImgclsError(f"--finetune {value!r}: expected head, full or last:N with N >= 1")
+    return int(number)
+
+
 def _check_finetune(value: str) -> str | None:
-    return None if value in ("head", "full") else "expected head or full"
+    try:
+        parse_finetune(value)
+    except ImgclsError:
+        return "expected head, full or last:N (N >= 1)"
+    return None
 
 
 @dataclass(kw_only=True)

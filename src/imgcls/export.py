@@ -51,7 +51,9 @@ def verify_onnx(model: torch.nn.Module, path: Path, image_size: int, *, seed: in
     return worst
 
 
-def export(run_dir: str | Path, fmt: str = "onnx", out: str | Path | None = None) -> dict:
+def export(run_dir: str | Path, fmt: str = "onnx", out: str | Path | None = None, quantize: str | None = None) -> dict:
+    if quantize not in (None, "int8") or (quantize and fmt != "onnx"):
+        raise ImgclsError(f"--quantize {quantize!r}: only int8, and only with --format onnx")
     if fmt not in FORMATS:
         raise ImgclsError(f"unknown --format {fmt!r}; use one of {', '.join(FORMATS)}")
     loaded = load_predictor(run_dir, engine="torch")
@@ -77,4 +79,26 @@ def export(run_dir: str | Path, fmt: str = "onnx", out: str | Path | None = None
         raise ImgclsError(f"ONNX export disagrees with PyTorch: max |Δ probability| {diff:.2e} > {MAX_PROB_DIFF}")
     info = {**sidecar(loaded, fmt, path.name), "verified_max_prob_diff": diff}
     write_json(folder / "model.json", info)
-    return {"path": str(path), "sidecar": str(folder / "model.json"), "max_prob_diff": diff}
+    result = {"path": str(path), "sidecar": str(folder / "model.json"), "max_prob_diff": diff}
+    if quantize == "int8":
+        result["int8"] = _export_int8(loaded, path, folder)
+    return result
+
+
+def _export_int8(loaded, fp32: Path, folder: Path) -> dict:
+    """int8 beside the fp32 export, calibrated on training images, checked on the validation split."""
+    from imgcls.config import load_run_config
+    from imgcls.data.layouts import discover
+    from imgcls.engine.onnx_engine import OrtRunner
+    from imgcls.quantize import quantize_int8, timed
+
+    cfg = load_run_config(loaded.paths.config)
+    if not cfg.data or not Path(cfg.data).is_dir():
+        raise ImgclsError(f"--quantize int8 calibrates on the run's training images, but {cfg.data} is not there")
+    splits = discover(cfg.data, val_split=cfg.val_split, seed=cfg.seed)
+    out = folder / "model.int8.onnx"
+    r = quantize_int8(fp32, out, calibration=splits.train, validation=splits.val, transform=loaded.transform)
+    r["fp32_images_per_s"] = round(timed(OrtRunner(fp32), loaded.image_size), 1)
+    r["int8_images_per_s"] = round(timed(OrtRunner(out), loaded.image_size), 1)
+    write_json(folder / "model.int8.json", {**sidecar(loaded, "onnx-int8", out.name), **r})
+    return {"path": str(out), **r}

@@ -51,7 +51,7 @@ def cache_key(**parts) -> str:
 
 @dataclass
 class CachedFeatures:
-    features: np.ndarray  # (N, views, D) float32, memory-mapped
+    features: np.ndarray  # (N, views, *activation shape) float16, memory-mapped
     labels: np.ndarray  # (N,)
     path: Path
     seconds: float  # time spent computing (0 when read from the cache)
@@ -72,6 +72,19 @@ def isolated_rng(seed: int):
         finally:
             random.setstate(py)
             np.random.set_state(npy)
+
+
+def check_space(folder: Path, size: int, what: str) -> None:
+    """Say how big the cache will be before filling it, and refuse when the disk cannot hold it."""
+    import shutil
+
+    free = shutil.disk_usage(folder).free
+    print(f"feature cache: {size / 2**20:.1f} MB ({what}) in {folder}")
+    if size + 256 * 2**20 > free:
+        from imgcls.errors import ImgclsError
+
+        raise ImgclsError(f"the feature cache needs {size / 2**20:.0f} MB but {folder} has {free / 2**20:.0f} MB free; "
+                          "free some space, point $IMGCLS_CACHE elsewhere, or use fewer views (--feature-cache K)")  # fmt: skip
 
 
 def _load(folder: Path, seconds: float) -> CachedFeatures:
@@ -116,20 +129,23 @@ def get_features(
     folder.mkdir(parents=True, exist_ok=True)
     tmp_name = folder / f".features.{os.getpid()}.npy"
     predictor = predictor_for_module(backbone, image_size)  # one engine for all views
-    out = None
+    with torch.no_grad():
+        shape = tuple(predictor.run(torch.zeros(1, 3, image_size, image_size)).shape[1:])
+    size = len(samples) * views * int(np.prod(shape)) * 2
+    check_space(folder, size, f"{len(samples)} images x {views} view(s) x {shape} fp16")
+    out = np.lib.format.open_memmap(tmp_name, mode="w+", dtype=np.float16, shape=(len(samples), views, *shape))
     keep = np.ones(len(samples), dtype=bool)
     for view in range(views):
+        seen = np.zeros(len(samples), dtype=bool)
+
+        def store(batch: torch.Tensor, idx: list[int], view=view, seen=seen) -> None:
+            out[idx, view] = batch.numpy().astype(np.float16)
+            seen[idx] = True
+
         with isolated_rng(seed + view):
-            feats, kept = predict_samples(
-                predictor, samples, transform=transform, batch_size=batch_size, workers=workers, probabilities=False
-            )
-        if out is None:
-            dim = feats.shape[1] if len(kept) else 0
-            out = np.lib.format.open_memmap(tmp_name, mode="w+", dtype=np.float32, shape=(len(samples), views, dim))
-        mask = np.zeros(len(samples), dtype=bool)
-        mask[kept] = True
-        keep &= mask
-        out[kept, view] = feats.numpy()
+            predict_samples(predictor, samples, transform=transform, batch_size=batch_size, workers=workers,
+                            probabilities=False, on_batch=store)  # fmt: skip
+        keep &= seen
         log.info("features: view %d/%d of %d images", view + 1, views, len(samples))
     # Images that failed to decode in any view are dropped (each was logged by the loader).
     labels = np.array([s.label for s in samples], dtype=np.int64)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import lightning as L
 import torch
 from torch import nn
@@ -36,6 +38,11 @@ class FrozenPrefix:
         return None if self.predictor is None else self.predictor.describe()
 
 
+@dataclass
+class _Views:
+    suffix: nn.Module | None
+
+
 class ClassifierModule(L.LightningModule):
     def __init__(
         self,
@@ -46,19 +53,20 @@ class ClassifierModule(L.LightningModule):
         weight_decay: float,
         plateau_factor: float,
         plateau_patience: int,
-        trainable: str | None = None,
+        suffix: nn.Module | None = None,
         prefix: FrozenPrefix | None = None,
         frozen: list[str] | None = None,
     ):
-        """``trainable``: attribute path of the only submodule that trains (the head); None: all of it.
+        """``suffix``: the part that trains (a view sharing the model's weights: the head, or the last N
+        blocks + head); None: the whole model trains.
 
         ``prefix``: the frozen part that feeds it, or None when batches already hold its output (the
-        feature cache) or nothing is frozen. ``forward`` is always ``suffix(prefix(x))``.
+        feature/activation cache) or nothing is frozen. ``forward`` is always ``suffix(prefix(x))``.
         ``frozen``: module/parameter names (``--freeze``) that stay fixed inside what trains.
         """
         super().__init__()
         self.model = model
-        self.trainable = trainable
+        self.views = _Views(suffix)  # not registered: the view's weights are saved once, under model.*
         self.prefix = prefix
         self.lr, self.weight_decay = lr, weight_decay
         self.plateau_factor, self.plateau_patience = plateau_factor, plateau_patience
@@ -69,18 +77,22 @@ class ClassifierModule(L.LightningModule):
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")
         self.val_acc5 = MulticlassAccuracy(num_classes, top_k=5, average="micro") if num_classes >= 6 else None
         self.frozen = list(frozen or [])
-        if trainable is not None:
+        if self.partial:
             self.model.requires_grad_(False)
             self.suffix.requires_grad_(True)
         apply_freeze(self.model, self.frozen)
 
     @property
+    def partial(self) -> bool:
+        return self.views.suffix is not None
+
+    @property
     def suffix(self) -> nn.Module:
-        return self.model if self.trainable is None else self.model.get_submodule(self.trainable)
+        return self.model if self.views.suffix is None else self.views.suffix
 
     def train(self, mode: bool = True):
         super().train(mode)
-        if self.trainable is not None:
+        if self.partial:
             # Frozen part: BatchNorm keeps its ImageNet statistics and Dropout stays off.
             self.model.eval()
             self.suffix.train(mode)

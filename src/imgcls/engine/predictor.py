@@ -191,10 +191,12 @@ def predict_samples(
     batch_size: int = 64,
     workers: int | None = None,
     probabilities: bool = True,
+    on_batch=None,
 ) -> tuple[torch.Tensor, list[int]]:
     """Outputs for the samples that decoded (softmax unless ``probabilities=False``), and their indices.
 
     Decoding runs in the project's DataLoader (``make_loader``); files that fail are skipped and logged.
+    ``on_batch(outputs, indices)``: receive each batch instead of keeping them all (large activations).
     """
     from imgcls.data.datamodule import default_workers, make_loader
     from imgcls.data.dataset import ImageDataset
@@ -210,7 +212,11 @@ def predict_samples(
             continue
         x, _, idx = batch
         out = predictor.run(x).float().cpu()
-        outputs.append(out.softmax(dim=1) if probabilities else out)
+        out = out.softmax(dim=1) if probabilities else out
+        if on_batch is not None:
+            on_batch(out, idx.tolist())
+        else:
+            outputs.append(out)
         kept += idx.tolist()
     skipped = len(samples) - len(kept)
     if skipped:

@@ -14,16 +14,17 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, TQDMProgressBar
 
-from imgcls.config import RESUMABLE, TrainConfig, dump_config, flag_name, load_run_config
+from imgcls.config import RESUMABLE, TrainConfig, dump_config, flag_name, load_run_config, parse_finetune
 from imgcls.data.datamodule import ImageDataModule, default_workers
 from imgcls.data.layouts import DatasetSplits, discover
 from imgcls.data.scan import scan_splits, write_bad_files
 from imgcls.engine.callbacks import AtomicCheckpointIO, RunFilesCallback, device_name
 from imgcls.engine.module import ClassifierModule, FrozenPrefix
 from imgcls.errors import ImgclsError
+from imgcls.models.blocks import split
 from imgcls.models.freeze import match_frozen
 from imgcls.models.profile import count_gflops, count_params
-from imgcls.models.registry import create_model, get_model_info, headless_view, parse_model_spec, spec_to_dirname
+from imgcls.models.registry import create_model, get_model_info, parse_model_spec, spec_to_dirname
 from imgcls.rundir import RunPaths, write_json
 
 log = logging.getLogger(__name__)
@@ -38,8 +39,8 @@ def resolve_for_data(cfg: TrainConfig, splits: DatasetSplits) -> TrainConfig:
         raise ImgclsError(f"--num-classes {cfg.num_classes} does not match the data: {n} classes in {splits.root}")
     pretrained = info.has_weights if cfg.pretrained is None else cfg.pretrained
     finetune = cfg.finetune or ("head" if pretrained else "full")
-    # The feature cache serves head-only training; by default it is on when augmentation is off.
-    if finetune != "head":
+    # The feature cache serves head and last:N training; by default it is on when augmentation is off.
+    if parse_finetune(finetune) is None:
         feature_cache = 0
     elif cfg.augment == "none":
         feature_cache = 0 if cfg.feature_cache == 0 else 1
@@ -84,12 +85,12 @@ def global_rank() -> int:
 
 
 def build_module(cfg: TrainConfig) -> ClassifierModule:
-    """Head-only: the head trains, fed by the frozen backbone (or, with the feature cache, by batches
-    of its cached output); full: the whole model trains."""
+    """head / last:N: the suffix (head, or last N blocks + head) trains, fed by the frozen prefix (or,
+    with the feature cache, by batches of its cached output); full: the whole model trains."""
     name, kwargs = parse_model_spec(cfg.model)
     model = create_model(name, cfg.num_classes, pretrained=cfg.pretrained, image_size=cfg.image_size, **kwargs)
-    head_only = cfg.finetune == "head"
-    streamed = head_only and not cfg.feature_cache
+    keep = parse_finetune(cfg.finetune)
+    prefix, suffix = split(model, keep) if keep is not None else (None, None)
     frozen = match_frozen(model, cfg.freeze)
     return ClassifierModule(
         model,
@@ -98,8 +99,8 @@ def build_module(cfg: TrainConfig) -> ClassifierModule:
         weight_decay=cfg.weight_decay,
         plateau_factor=cfg.plateau_factor,
         plateau_patience=cfg.plateau_patience,
-        trainable=get_model_info(name).head if head_only else None,
-        prefix=FrozenPrefix(headless_view(model, name), cfg.image_size) if streamed else None,
+        suffix=suffix,
+        prefix=FrozenPrefix(prefix, cfg.image_size) if prefix is not None and not cfg.feature_cache else None,
         frozen=frozen,
     )
 
@@ -226,8 +227,8 @@ def train(
         f"{len(splits.val)} for validation), {cfg.image_size}px, finetune={cfg.finetune}, "
         f"{static['trainable_params']:,}/{static['params']:,} trainable params -> {paths.root}"
     )
-    if module.trainable is not None:
-        rank_print("the frozen backbone stays in eval mode on purpose: its BatchNorm keeps the pretrained statistics")
+    if module.partial:
+        rank_print("the frozen part stays in eval mode on purpose: its BatchNorm keeps the pretrained statistics")
     with warnings.catch_warnings():
         # Lightning's hint to raise num_workers does not fit small CPU machines; we pick them ourselves.
         warnings.filterwarnings("ignore", message=".*does not have many workers.*")
@@ -241,7 +242,8 @@ def train(
 
 
 def _feature_datamodule(cfg: TrainConfig, module: ClassifierModule, splits: DatasetSplits):
-    """Loaders over cached backbone features; the cache is filled once per node before training."""
+    """Loaders over the frozen prefix's cached outputs (pooled features for head, activations for
+    last:N); the cache is filled once per node before training."""
     from imgcls.data.transforms import build_eval_transform, build_train_transform
     from imgcls.engine.features import FeatureDataModule
 
@@ -250,11 +252,13 @@ def _feature_datamodule(cfg: TrainConfig, module: ClassifierModule, splits: Data
         "model": cfg.model,
         "pretrained": cfg.pretrained,
         "weights": get_model_info(name).weights if cfg.pretrained else f"random-init-seed{cfg.seed}",
+        "cut": cfg.finetune,
     }
     eval_tf = build_eval_transform(cfg.image_size)
     train_tf = eval_tf if cfg.augment == "none" else build_train_transform(cfg.image_size, cfg.augment)
+    prefix, _ = split(module.model, parse_finetune(cfg.finetune))
     return FeatureDataModule(
-        headless_view(module.model, name),
+        prefix,
         splits,
         train_transform=train_tf,
         eval_transform=eval_tf,

@@ -128,24 +128,3 @@ def create_model(
 
 def get_head(model: nn.Module, name: str) -> nn.Module:
     return model.get_submodule(get_model_info(name).head)
-
-
-def headless_view(model: nn.Module, name: str) -> nn.Module:
-    """The model with its head replaced by Identity, sharing every parameter and buffer with ``model``.
-
-    Its output is what the head would have received: the backbone features (pooled, pre-logits).
-    Only the modules on the path to the head are shallow-copied, so ``model`` itself is untouched.
-    """
-    import copy
-
-    path = get_model_info(name).head.split(".")
-    root = copy.copy(model)
-    root._modules = dict(model._modules)
-    parent = root
-    for part in path[:-1]:
-        child = copy.copy(parent._modules[part])
-        child._modules = dict(child._modules)
-        parent._modules[part] = child
-        parent = child
-    parent._modules[path[-1]] = nn.Identity()
-    return root
