@@ -12,9 +12,9 @@ PIPQUIET := grep -v 'is ignored: it is neither a file nor a directory' || true
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --disable-pip-version-check -q -e '.[test]' 2>&1 | { $(PIPQUIET); }
+	$(BIN)/pip install --disable-pip-version-check -q -c constraints.txt -e '.[test]' 2>&1 | { $(PIPQUIET); }
 	touch $(STAMP)
 
 # The embedded default: 4 variants on generated data, then the report (finished variants are reused).

@@ -100,7 +100,7 @@ def test_predict_with_an_imagenet_model_name(capsys, tmp_path):
         "--workers",
         "0",
     )
-    assert code == 0 and "coffee.jpg: espresso" in out
+    assert code == 0 and "coffee: espresso" in out
 
 
 def test_models_command_lists_the_registry(capsys):

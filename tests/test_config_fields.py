@@ -32,6 +32,7 @@ def test_flags_are_coerced_by_the_field_types():
 def test_resumable_fields_are_one_list():
     assert RESUMABLE == {
         "data",
+        "logger",
         "epochs",
         "strict",
         "workers",

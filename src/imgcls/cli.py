@@ -17,6 +17,9 @@ def _add_train_flags(p: argparse.ArgumentParser, *, exclude: set[str] = frozense
     from imgcls.config import add_config_flags
 
     p.add_argument("--config", help="YAML file of options (defaults < YAML < flags)")
+    p.add_argument(
+        "--force", action="store_true", help="write into a folder that holds other files, or start a finished run over"
+    )
     add_config_flags(p, exclude=exclude)
     p.add_argument("--no-progress", action="store_true", help="no progress bar (one line per epoch still)")
 
@@ -26,7 +29,33 @@ def _progress(args) -> bool:
     return not args.no_progress and sys.stdout.isatty() and sys.stderr.isatty()
 
 
+def cmd_models_all(args) -> int:
+    """Every timm and torchvision classifier that --model accepts; params are counted when the list is
+    short enough to build each model (use --filter)."""
+    from imgcls.models.hub_models import list_hub_models, weights_cached
+    from imgcls.models.profile import count_params
+    from imgcls.models.registry import create_model, get_model_info
+
+    names = list_hub_models(args.filter)
+    count = len(names) <= 40
+    print(f"{'model':<50}{'params':>14}{'size':>6}  weights")
+    for name in names:
+        try:
+            info = get_model_info(name)
+            params = f"{count_params(create_model(name, args.num_classes))[0]:,}" if count else "-"
+        except ImgclsError as exc:
+            print(f"{name:<50}{'?':>14}{'':>6}  ({exc})")
+            continue
+        state = "none" if not info.has_weights else ("cached" if weights_cached(name) else "downloadable")
+        print(f"{name:<50}{params:>14}{info.default_image_size:>6}  {state}")
+    note = "" if count else " (narrow it with --filter WORD to count params)"
+    print(f"{len(names)} models; params with a {args.num_classes}-class head{note}")
+    return 0
+
+
 def cmd_models(args) -> int:
+    if args.all or args.filter:
+        return cmd_models_all(args)
     from imgcls.models.profile import count_gflops, count_params
     from imgcls.models.registry import create_model, get_model_info, list_models
 
@@ -67,7 +96,7 @@ def cmd_train(args) -> int:
     else:
         cfg = resolve_config(args.config, overrides)
     tune_malloc()
-    paths = train(cfg, resume=args.resume is not None, progress=_progress(args))
+    paths = train(cfg, resume=args.resume is not None, progress=_progress(args), force=args.force)
     from imgcls.rundir import read_json
 
     summary = read_json(paths.summary)
@@ -75,6 +104,17 @@ def cmd_train(args) -> int:
         f"done: best val_acc {summary.get('best_val_acc', float('nan')):.4f} at epoch {summary.get('best_epoch')}, "
         f"{summary.get('train_seconds', 0):.1f}s -> {paths.root}"
     )
+    return 0
+
+
+def cmd_lr_find(args) -> int:
+    from imgcls.config import config_overrides, resolve_config
+    from imgcls.engine.lr_find import lr_find
+
+    cfg = resolve_config(args.config, config_overrides(args))
+    r = lr_find(cfg, args.plot, steps=args.steps, min_lr=args.min_lr, max_lr=args.max_lr)
+    text = f"suggested learning rate {r['suggestion']:.3g}" if r["suggestion"] else "no clear learning-rate suggestion"
+    print(f"{text} ({r['points']} steps); plot: {r['plot']}")
     return 0
 
 
@@ -95,7 +135,7 @@ def cmd_compare(args) -> int:
         out = args.out or f"runs/compare-{Path(args.data).resolve().name}"
     cfg = resolve_config(args.config, overrides)
     tune_malloc()
-    report = compare(cfg, specs, out, progress=_progress(args), retrain=args.retrain)
+    report = compare(cfg, specs, out, progress=_progress(args), retrain=args.retrain, force=args.force)
     print(f"open {report} in a browser (or read {Path(report).with_suffix('.md')})")
     return 0
 
@@ -137,7 +177,8 @@ def cmd_export(args) -> int:
 def cmd_serve(args) -> int:
     from imgcls.serve.app import serve
 
-    serve(args.run, host=args.host, port=args.port, max_upload_mb=args.max_upload_mb)
+    serve(args.run, host=args.host, port=args.port, max_upload_mb=args.max_upload_mb, max_pixels=args.max_pixels,
+          upload_timeout=args.upload_timeout)  # fmt: skip
     return 0
 
 
@@ -182,6 +223,7 @@ def cmd_evaluate(args) -> int:
         batch_size=args.batch_size,
         workers=args.workers,
         gallery=args.gallery,
+        tta=args.tta,
     )
     top5 = f"  top-5 {r['top5']:.4f}" if r["top5"] is not None else ""
     print(f"{r['split']}: {r['images']} images  top-1 {r['top1']:.4f}{top5}  macro-F1 {r['macro_f1']:.4f}")
@@ -210,7 +252,8 @@ def cmd_explain(args) -> int:
 def cmd_predict(args) -> int:
     from imgcls.predict import predict
 
-    r = predict(args.run, args.inputs, out=args.out, topk=args.topk, batch_size=args.batch_size, workers=args.workers)
+    r = predict(args.run, args.inputs, out=args.out, topk=args.topk, batch_size=args.batch_size, workers=args.workers,
+                tta=args.tta)  # fmt: skip
     for name, cls, prob in r["first"]:
         print(f"  {name}: {cls} ({prob:.3f})")
     more = f" ({len(r['skipped'])} unreadable, skipped: {', '.join(r['skipped'][:5])})" if r["skipped"] else ""
@@ -218,12 +261,21 @@ def cmd_predict(args) -> int:
     return 0
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """Argument errors in one line (and exit 2), like every other error; --help still shows the usage."""
+
+    def error(self, message: str):
+        self.exit(2, f"imgcls: error: {message} (see: {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="imgcls", description="Train, evaluate, compare and serve image classifiers.")
+    parser = OneLineParser(prog="imgcls", description="Train, evaluate, compare and serve image classifiers.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("models", help="list the registered models")
+    p = sub.add_parser("models", help="list the registered models (--all: every timm:/tv: classifier)")
     p.add_argument("--num-classes", type=int, default=11)
+    p.add_argument("--all", action="store_true", help="list every timm:<name> and tv:<name> that --model accepts")
+    p.add_argument("--filter", help="only names containing this word (implies --all)")
     p.set_defaults(func=cmd_models)
 
     p = sub.add_parser("demo-data", help="write the synthetic demo dataset (Food-11 flat layout)")
@@ -244,6 +296,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_train_flags(p)
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("lr-find", help="learning-rate range test (Lightning's Tuner): plot and suggestion")
+    p.add_argument("--plot", default="lr_find.png", help="where to write the loss-against-lr plot")
+    p.add_argument("--steps", type=int, default=100, help="training steps of the search")
+    p.add_argument("--min-lr", type=float, default=1e-6)
+    p.add_argument("--max-lr", type=float, default=1.0)
+    _add_train_flags(p, exclude={"out"})
+    p.set_defaults(func=cmd_lr_find)
 
     p = sub.add_parser("compare", help="train several models with one recipe and build a report")
     p.add_argument(
@@ -296,6 +356,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default loopback only)")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--max-upload-mb", type=float, default=10.0)
+    p.add_argument(
+        "--max-pixels",
+        type=int,
+        default=24_000_000,
+        help="refuse images with more pixels (413), checked from the header before decoding",
+    )
+    p.add_argument(
+        "--upload-timeout",
+        type=float,
+        default=30.0,
+        help="seconds an upload may send nothing before it is answered 408",
+    )
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("explain", help="where the model looks: attention (attn_cnn) or Grad-CAM overlays as PNGs")
@@ -337,6 +409,7 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--topk", type=int, default=0, help="add the top K class names and probabilities")
         p.add_argument("--batch-size", type=int, default=64)
         p.add_argument("--workers", type=int, default=None)
+        p.add_argument("--tta", choices=["flip"], help="test-time augmentation: average with the mirror image")
         p.set_defaults(func=func)
     return parser
 

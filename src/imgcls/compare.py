@@ -112,6 +112,7 @@ def compare(
     progress: bool = True,
     evaluate_split: bool = True,
     retrain: bool = False,
+    force: bool = False,
 ) -> Path:
     from imgcls.data.layouts import discover
     from imgcls.engine.train import global_rank, resume_config, train
@@ -124,6 +125,10 @@ def compare(
     if len(set(dirnames)) != len(dirnames):
         raise ImgclsError(f"the same variant appears twice in --models: {' '.join(specs)}")
     out = Path(out)
+    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / "compare.json").is_file())):
+        if not force:
+            raise ImgclsError(f"{out} holds files that are not an imgcls comparison; choose another --out "
+                              "(or pass --force to write into it anyway)")  # fmt: skip
     out.mkdir(parents=True, exist_ok=True)
     splits = discover(base.data, val_split=base.val_split, seed=base.seed)
     has_heldout = bool(splits.test) and splits.test_labeled

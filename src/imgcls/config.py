@@ -111,6 +111,26 @@ class TrainConfig:
     finetune: str | None = opt(
         None, "head (frozen backbone) | full; default head when pretrained", check=_check_finetune
     )
+    # Recipe knobs beyond the reference (all off by default: the seed's recipe trains exactly as before).
+    optimizer: str = opt("adam", "optimizer", choices=("adam", "adamw", "sgd"))
+    momentum: float = opt(0.9, "SGD momentum", lo=0, hi=1, hi_open=True)
+    nesterov: bool = opt(False, "Nesterov momentum for SGD")
+    scheduler: str = opt("plateau", "learning-rate schedule: ReduceLROnPlateau on val_loss (recipe), cosine "
+                         "decay per step, or one-cycle", choices=("plateau", "cosine", "onecycle"))  # fmt: skip
+    warmup_epochs: float = opt(0.0, "linear learning-rate warm-up from 1% over this many epochs", lo=0, hi=1000)
+    label_smoothing: float = opt(0.0, "label smoothing of the cross-entropy targets", lo=0, hi=1, hi_open=True)
+    mixup: float = opt(0.0, "mixup alpha (timm Mixup, soft-target loss; 0: off)", lo=0, hi=10)
+    cutmix: float = opt(0.0, "cutmix alpha (timm Mixup; 0: off)", lo=0, hi=10)
+    ema: float | None = opt(None, "keep an exponential moving average of the weights with this decay (e.g. 0.999); "
+                            "validation, best.ckpt and everything after use the averaged weights",
+                            lo=0, hi=1, lo_open=True, hi_open=True)  # fmt: skip
+    class_weights: str = opt("none", "weight the loss by inverse class frequency (balanced)",
+                             choices=("none", "balanced"))  # fmt: skip
+    sampler: str = opt("shuffle", "training order: shuffle, or balanced (draw every class equally often)",
+                       choices=("shuffle", "balanced"))  # fmt: skip
+    logger: list[str] | None = opt(None, "also log to csv | tensorboard | mlflow (into the run folder; "
+                                   "metrics.csv is always written)", choices=("csv", "tensorboard", "mlflow"),
+                                   resumable=True)  # fmt: skip
     freeze: list[str] | None = opt(
         None,
         "module-name globs to freeze on top of --finetune (no gradient, left out of the optimizer, "
@@ -205,6 +225,9 @@ def coerce(name: str, value: Any) -> Any:
         raise ImgclsError(f"{label}: bad value {value!r} ({exc})") from None
     meta = FIELDS[name].metadata
     if kind is list:
+        bad = [v for v in out if meta["choices"] is not None and v not in meta["choices"]]
+        if bad:
+            raise ImgclsError(f"{label}: {', '.join(bad)} not among {', '.join(meta['choices'])}")
         return out
     if meta["choices"] is not None and out not in meta["choices"]:
         raise ImgclsError(f"{label}: {out!r} is not one of {', '.join(meta['choices'])}")
@@ -277,7 +300,7 @@ def add_config_flags(parser, *, exclude: set[str] = frozenset()) -> None:
             continue
         kind, _ = field_type(name)
         default = "" if f.default is None else f" (default: {f.default})"
-        help_ = meta["help"] + ("" if "default" in meta["help"] or "recipe" in meta["help"] else default)
+        help_ = (meta["help"] + ("" if "default" in meta["help"] or "recipe" in meta["help"] else default)).replace("%", "%%")
         if kind is bool:
             parser.add_argument(
                 flag_name(name), dest=name, action=argparse.BooleanOptionalAction, default=None, help=help_

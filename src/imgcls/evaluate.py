@@ -116,6 +116,18 @@ def confusion_png(matrix: torch.Tensor, classes: list[str], path: Path, title: s
 
 
 def classification_metrics(probs: torch.Tensor, labels: torch.Tensor, n: int) -> dict:
+    # torchmetrics counts with a (samples x classes²) comparison instead of bincount when deterministic
+    # algorithms are on (Lightning leaves them on after a CPU fit): 16 GB at 1,000 classes. Counting is
+    # exact either way.
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(False)
+    try:
+        return _metrics(probs, labels, n)
+    finally:
+        torch.use_deterministic_algorithms(deterministic)
+
+
+def _metrics(probs: torch.Tensor, labels: torch.Tensor, n: int) -> dict:
     kw = dict(num_classes=n)
     return {
         "top1": float(multiclass_accuracy(probs, labels, average="micro", **kw)),
@@ -146,6 +158,7 @@ def evaluate(
     workers: int | None = None,
     engine: str | None = None,
     gallery: int = 16,
+    tta: str | None = None,
 ) -> dict:
     """``split=None``: the held-out evaluation split, or validation when the data has none."""
     loaded = load_predictor(run_dir, engine=engine)
@@ -162,7 +175,7 @@ def evaluate(
     if note:
         print(f"note: {note}")
     samples = _labels_in_run_order(splits, key, loaded.classes)
-    probs, kept = predict_samples(loaded, samples, batch_size=batch_size, workers=workers)
+    probs, kept = predict_samples(loaded, samples, batch_size=batch_size, workers=workers, tta=tta)
     if not kept:
         raise ImgclsError(f"no image of the {split_name} split could be decoded")
     labels = torch.tensor([samples[i].label for i in kept])
@@ -180,6 +193,7 @@ def evaluate(
         "images": len(kept),
         "skipped": len(samples) - len(kept),
         "engine": loaded.describe(),
+        "tta": tta,
         "top1": m["top1"],
         "top5": m["top5"],
         "macro_f1": m["macro_f1"],

@@ -13,7 +13,7 @@ import torch
 from imgcls.data.transforms import IMAGENET_MEAN, IMAGENET_STD, eval_resize
 from imgcls.engine.predictor import load_predictor
 from imgcls.errors import ImgclsError
-from imgcls.rundir import read_json, write_json
+from imgcls.rundir import RunLock, read_json, write_json
 
 MAX_PROB_DIFF = 1e-4
 FORMATS = ("onnx", "safetensors")
@@ -58,7 +58,12 @@ def export(run_dir: str | Path, fmt: str = "onnx", out: str | Path | None = None
         raise ImgclsError(f"unknown --format {fmt!r}; use one of {', '.join(FORMATS)}")
     loaded = load_predictor(run_dir, engine="torch")
     folder = Path(out) if out else loaded.paths.export_dir
-    folder.mkdir(parents=True, exist_ok=True)
+    with RunLock(loaded.paths.root):  # a training or another export of this run waits its turn
+        folder.mkdir(parents=True, exist_ok=True)
+        return _export(loaded, fmt, folder, quantize)
+
+
+def _export(loaded, fmt: str, folder: Path, quantize: str | None) -> dict:
     model = loaded.model.eval()
     if fmt == "safetensors":
         from safetensors.torch import save_file

@@ -120,8 +120,18 @@ def read_json(path: Path) -> Any:
 def read_metrics(path: Path) -> list[dict[str, Any]]:
     if not path.exists():
         return []
+    try:
+        return _parse_metrics(path)
+    except (ValueError, TypeError, csv.Error, UnicodeDecodeError) as exc:
+        raise ImgclsError(f"{path} is damaged ({type(exc).__name__}: {str(exc)[:120]}); delete it to go on (its "
+                          "earlier rows are lost), or start the run over with --force") from None  # fmt: skip
+
+
+def _parse_metrics(path: Path) -> list[dict[str, Any]]:
     with open(path, newline="") as fh:
         rows = list(csv.DictReader(fh))
+    if rows and set(METRICS_COLUMNS) - set(rows[0]):
+        raise ValueError(f"missing columns {sorted(set(METRICS_COLUMNS) - set(rows[0]))}")
     return [
         {
             k: (float(v) if v not in ("", None) and k != "epoch" else (int(v) if k == "epoch" else None))
@@ -154,3 +164,80 @@ def open_run(run_dir: str | Path, *, checkpoint: str = "best") -> RunPaths:
             "train it first, or resume with: imgcls train --resume " + str(paths.root)
         )
     return paths
+
+
+RUN_FILES = ("config.yaml", "classes.json", "metrics.csv", "summary.json", "bad_files.txt", "inference.json")
+RUN_DIRS = ("checkpoints", "eval", "export", "explain")
+LOCK_NAME = ".lock"
+
+
+def folder_state(root: Path) -> str:
+    """'empty' (or missing), 'run' (an imgcls run folder: config.yaml + classes.json) or 'foreign'."""
+    root = Path(root)
+    if not root.is_dir():
+        if root.exists():
+            return "foreign"
+        return "empty"
+    entries = [p for p in root.iterdir() if p.name != LOCK_NAME]
+    if not entries:
+        return "empty"
+    if (root / "config.yaml").is_file() and (root / "classes.json").is_file():
+        return "run"
+    return "foreign"
+
+
+def clear_run(root: Path) -> None:
+    """Remove what an imgcls run wrote (and only that), so a new run can start in the folder."""
+    import shutil
+
+    for name in RUN_FILES:
+        (root / name).unlink(missing_ok=True)
+    for name in RUN_DIRS:
+        if (root / name).is_dir():
+            shutil.rmtree(root / name)
+    for tmp in root.glob(".*.tmp"):
+        tmp.unlink(missing_ok=True)
+
+
+class RunLock:
+    """An exclusive lock on a run folder for as long as a process writes it (train, resume, export).
+
+    A second process gets a one-line error naming the holder's PID. The lock is the kernel's (flock):
+    it disappears with the process, so a killed run never leaves the folder locked.
+    """
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+        self.fh = None
+
+    def __enter__(self) -> RunLock:
+        try:
+            import fcntl
+        except ImportError:  # no flock (Windows): run unlocked
+            return self
+        if self.root.exists() and not self.root.is_dir():
+            raise ImgclsError(f"{self.root} is a file, not a folder; choose another --out")
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.fh = open(self.root / LOCK_NAME, "a+")
+        try:
+            fcntl.flock(self.fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            self.fh.seek(0)
+            holder = self.fh.read().strip() or "unknown"
+            self.fh.close()
+            self.fh = None
+            raise ImgclsError(f"{self.root} is being written by another imgcls process (PID {holder}); "
+                              "wait for it to finish, or use another --out") from None  # fmt: skip
+        self.fh.seek(0)
+        self.fh.truncate()
+        self.fh.write(f"{os.getpid()}\n")
+        self.fh.flush()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.fh is not None:
+            import fcntl
+
+            fcntl.flock(self.fh, fcntl.LOCK_UN)
+            self.fh.close()
+            self.fh = None

@@ -34,11 +34,31 @@ class ShardSampler(torch.utils.data.Sampler):
 
 
 def make_loader(
-    dataset, *, batch_size: int, workers: int, shuffle: bool, seed: int | None = None, rank: int = 0, world: int = 1
+    dataset,
+    *,
+    batch_size: int,
+    workers: int,
+    shuffle: bool,
+    seed: int | None = None,
+    rank: int = 0,
+    world: int = 1,
+    labels: list[int] | None = None,
 ) -> DataLoader:
+    """``labels`` (training only): draw samples with probability 1 / (their class's size), so every class
+    is seen about equally often in an epoch (with replacement; the epoch keeps its length)."""
     generator = torch.Generator().manual_seed(seed) if seed is not None else None
+    training = shuffle
     sampler = None
-    if world > 1:
+    if labels is not None:
+        if world > 1:
+            from imgcls.errors import ImgclsError
+
+            raise ImgclsError("--sampler balanced runs in one process only (use --class-weights balanced with DDP)")
+        counts = torch.bincount(torch.tensor(labels))
+        weights = 1.0 / counts[torch.tensor(labels)].double()
+        sampler = torch.utils.data.WeightedRandomSampler(weights, len(labels), replacement=True, generator=generator)
+        shuffle = False
+    elif world > 1:
         from torch.utils.data.distributed import DistributedSampler
 
         # Training: equal shards (padded) so every process takes the same number of steps.
@@ -48,6 +68,7 @@ def make_loader(
             else ShardSampler(len(dataset), rank, world)
         )
         shuffle = False
+    per_process = len(sampler) if sampler is not None else len(dataset)
     return DataLoader(
         dataset,
         batch_size=batch_size,
@@ -58,14 +79,25 @@ def make_loader(
         pin_memory=torch.cuda.is_available(),
         collate_fn=collate_skip_bad,
         generator=generator,
+        # A last training batch of one image would make BatchNorm raise (no batch statistics): drop it.
+        drop_last=training and per_process > batch_size and per_process % batch_size == 1,
     )
 
 
 class ImageDataModule(L.LightningDataModule):
     def __init__(
-        self, splits: DatasetSplits, *, image_size: int, augment: str, batch_size: int, workers: int, seed: int
+        self,
+        splits: DatasetSplits,
+        *,
+        image_size: int,
+        augment: str,
+        batch_size: int,
+        workers: int,
+        seed: int,
+        balanced: bool = False,
     ):
         super().__init__()
+        self.balanced = balanced
         self.splits = splits
         self.image_size = image_size
         self.augment = augment
@@ -79,8 +111,15 @@ class ImageDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         ds = ImageDataset(self.splits.train, build_train_transform(self.image_size, self.augment))
+        labels = [s.label for s in self.splits.train] if self.balanced else None
         return make_loader(
-            ds, batch_size=self.batch_size, workers=self.workers, shuffle=True, seed=self.seed, **self._shard()
+            ds,
+            batch_size=self.batch_size,
+            workers=self.workers,
+            shuffle=True,
+            seed=self.seed,
+            labels=labels,
+            **self._shard(),
         )
 
     def val_dataloader(self) -> DataLoader:

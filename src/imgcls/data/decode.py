@@ -12,6 +12,7 @@ from imgcls.errors import BadImageError
 
 _WHITE = (255, 255, 255)
 NOT_AN_IMAGE = "not an image Pillow can identify"
+TOO_MANY_PIXELS = "too many pixels"
 
 
 def _to_rgb(im: Image.Image) -> Image.Image:
@@ -54,12 +55,15 @@ def decoding(path):
         raise BadImageError(path, f"unreadable ({type(exc).__name__}: {exc})") from None
 
 
-def load_rgb(path, *, draft_size: int | None = None) -> Image.Image:
+def load_rgb(path, *, draft_size: int | None = None, max_pixels: int | None = None) -> Image.Image:
     """EXIF-rotated RGB; transparency composited on white. ``path`` may be a file object (uploads).
 
-    ``draft_size`` lets JPEG decode at reduced scale.
+    ``draft_size`` lets JPEG decode at reduced scale; ``max_pixels`` refuses larger images from their
+    header, before any pixel is decoded.
     """
     with decoding(path), Image.open(path) as im:
+        if max_pixels is not None and im.width * im.height > max_pixels:
+            raise BadImageError(path, f"{TOO_MANY_PIXELS}: {im.width}x{im.height} is over the {max_pixels:,} limit")
         if draft_size and im.format == "JPEG":
             im.draft("RGB", (draft_size, draft_size))
         im.load()

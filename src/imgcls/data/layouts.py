@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import random
 import re
 from collections import defaultdict
@@ -9,6 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from imgcls.errors import ImgclsError
+
+log = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 SPLIT_ALIASES = {
@@ -66,7 +69,14 @@ def is_image(path: Path) -> bool:
 
 
 def list_images(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if is_image(p))
+    entries = sorted(folder.iterdir())
+    dangling = [p for p in entries if p.is_symlink() and not p.exists() and p.suffix.lower() in IMAGE_EXTENSIONS]
+    if dangling:
+        shown = ", ".join(p.name for p in dangling[:5]) + (
+            f" ... ({len(dangling)} in all)" if len(dangling) > 5 else ""
+        )
+        log.warning("skipping %d broken symbolic link(s) in %s: %s", len(dangling), folder, shown)
+    return [p for p in entries if is_image(p)]
 
 
 def _find_split_dirs(root: Path) -> dict[str, Path]:
@@ -319,16 +329,30 @@ def labelled_folder(root: str | Path) -> DatasetSplits:
 
 def unlabeled_samples(paths: list[str | Path]) -> list[Sample]:
     """Files and folders (searched recursively) given on the command line, for prediction."""
-    out: list[Sample] = []
+    return [s for s, _ in samples_with_ids(paths)]
+
+
+def samples_with_ids(paths: list[str | Path]) -> list[tuple[Sample, str]]:
+    """Samples and the ``Id`` each gets in a predictions CSV: the file stem for files given directly and
+    for flat folders (the Food-11/Kaggle submission form), the path relative to the given folder when it
+    has subfolders (``a/0.jpg`` and ``b/0.jpg`` stay apart); the full path if stems still collide."""
+    out: list[tuple[Sample, str]] = []
     for raw in paths:
         p = Path(raw)
         if p.is_dir():
+            dangling = [q for q in p.rglob("*") if q.is_symlink() and not q.exists()]
+            if dangling:
+                log.warning("skipping %d broken symbolic link(s) under %s", len(dangling), p)
             found = sorted(q for q in p.rglob("*") if is_image(q))
             if not found:
                 raise ImgclsError(f"{p}: no images found")
-            out += [Sample(str(q), UNLABELED) for q in found]
+            nested = any(q.parent != p for q in found)
+            out += [(Sample(str(q), UNLABELED), q.relative_to(p).as_posix() if nested else q.stem) for q in found]
         elif p.is_file():
-            out.append(Sample(str(p), UNLABELED))
+            out.append((Sample(str(p), UNLABELED), p.stem))
         else:
             raise ImgclsError(f"not found: {p}")
+    ids = [i for _, i in out]
+    if len(set(ids)) != len(ids):
+        out = [(s, s.path) for s, _ in out]
     return out

@@ -64,6 +64,7 @@ class RunFilesCallback(Callback):
                 )
         seconds = getattr(trainer.datamodule, "feature_seconds", 0.0) if trainer.datamodule is not None else 0.0
         self.static["feature_cache_seconds"] = round(trainer.strategy.broadcast(seconds, src=0), 3)
+        self.static["feature_cache_hit"] = bool(getattr(trainer.datamodule, "feature_hit", False))
         self.static["world_size"] = trainer.world_size
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -138,4 +139,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     def load_checkpoint(self, path, map_location=None, weights_only=None) -> dict:
         from imgcls.models.weights import load_state_dict_file
 
-        return load_state_dict_file(path)  # weights_only=True, with a clear error when refused
+        state = load_state_dict_file(path)  # weights_only=True, with a clear error when refused
+        if not isinstance(state, dict) or "state_dict" not in state:
+            raise ImgclsError(f"{path}: not a Lightning checkpoint of an imgcls run (start over with --force)")
+        return state

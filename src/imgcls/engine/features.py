@@ -54,7 +54,8 @@ class CachedFeatures:
     features: np.ndarray  # (N, views, *activation shape) float16, memory-mapped
     labels: np.ndarray  # (N,)
     path: Path
-    seconds: float  # time spent computing (0 when read from the cache)
+    seconds: float  # time computing them took, also when they were read back from the cache (the work was needed)
+    hit: bool = False  # read from the cache
     engine: dict | None = None  # what computed them (from meta.json)
 
 
@@ -87,13 +88,14 @@ def check_space(folder: Path, size: int, what: str) -> None:
                           "free some space, point $IMGCLS_CACHE elsewhere, or use fewer views (--feature-cache K)")  # fmt: skip
 
 
-def _load(folder: Path, seconds: float) -> CachedFeatures:
+def _load(folder: Path, hit: bool) -> CachedFeatures:
     meta = json.loads((folder / "meta.json").read_text())
     return CachedFeatures(
         np.load(folder / "features.npy", mmap_mode="r"),
         np.load(folder / "labels.npy"),
         folder,
-        seconds,
+        float(meta.get("seconds", 0.0)),
+        hit,
         meta.get("engine"),
     )
 
@@ -122,7 +124,7 @@ def get_features(
     folder = cache_root() / key
     if (folder / "meta.json").is_file():  # written last: its presence means the entry is complete
         log.info("feature cache hit: %s", folder)
-        return _load(folder, 0.0)
+        return _load(folder, True)
     from imgcls.engine.predictor import predict_samples, predictor_for_module
 
     t0 = time.perf_counter()
@@ -172,7 +174,7 @@ def get_features(
             "engine": predictor.describe(),
         },
     )
-    return _load(folder, seconds)
+    return _load(folder, False)
 
 
 class FeatureDataset(Dataset):
@@ -208,6 +210,7 @@ class FeatureDataModule(L.LightningDataModule):
         identity,
         batch_size,
         workers,
+        balanced=False,
     ):
         super().__init__()
         self.backbone, self.splits = backbone, splits
@@ -215,6 +218,8 @@ class FeatureDataModule(L.LightningDataModule):
         self.views, self.batch_size, self.seed = views, batch_size, seed
         self.common = dict(image_size=image_size, seed=seed, identity=identity, batch_size=batch_size, workers=workers)
         self.feature_seconds = 0.0
+        self.feature_hit = False
+        self.balanced = balanced
         self.engine = None
 
     def _load(self) -> tuple[CachedFeatures, CachedFeatures]:
@@ -227,9 +232,11 @@ class FeatureDataModule(L.LightningDataModule):
     def prepare_data(self) -> None:
         train, val = self._load()
         self.feature_seconds = train.seconds + val.seconds
+        self.feature_hit = train.hit and val.hit
         print(
             f"feature cache: {len(train.labels)} training x {self.views} view(s), {len(val.labels)} validation "
-            f"({self.feature_seconds:.1f}s to compute; {train.path.parent})"
+            f"({self.feature_seconds:.1f}s to compute{', read back from the cache' if self.feature_hit else ''}; "
+            f"{train.path.parent})"
         )
 
     def setup(self, stage=None) -> None:
@@ -239,6 +246,7 @@ class FeatureDataModule(L.LightningDataModule):
     def _loader(self, cached: CachedFeatures, train: bool) -> DataLoader:
         # workers=0: the memory map is read in place, in the main process.
         t = self.trainer
+        labels = cached.labels.tolist() if train and self.balanced else None
         return make_loader(
             FeatureDataset(cached, random_view=train, seed=self.seed),
             batch_size=self.batch_size,
@@ -247,6 +255,7 @@ class FeatureDataModule(L.LightningDataModule):
             seed=self.seed if train else None,
             rank=t.global_rank,
             world=t.world_size,
+            labels=labels,
         )
 
     def train_dataloader(self) -> DataLoader:

@@ -10,6 +10,7 @@ from torch import nn
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
+from imgcls.engine.recipe import TrainLoss, build_optimizer, build_schedule
 from imgcls.models.freeze import apply_freeze, freeze_eval_mode
 
 
@@ -49,10 +50,8 @@ class ClassifierModule(L.LightningModule):
         model: nn.Module,
         *,
         num_classes: int,
-        lr: float,
-        weight_decay: float,
-        plateau_factor: float,
-        plateau_patience: int,
+        recipe,
+        class_weights: torch.Tensor | None = None,
         suffix: nn.Module | None = None,
         prefix: FrozenPrefix | None = None,
         frozen: list[str] | None = None,
@@ -63,14 +62,15 @@ class ClassifierModule(L.LightningModule):
         ``prefix``: the frozen part that feeds it, or None when batches already hold its output (the
         feature/activation cache) or nothing is frozen. ``forward`` is always ``suffix(prefix(x))``.
         ``frozen``: module/parameter names (``--freeze``) that stay fixed inside what trains.
+        ``recipe``: the TrainConfig (optimizer, schedule, loss knobs).
         """
         super().__init__()
         self.model = model
         self.views = _Views(suffix)  # not registered: the view's weights are saved once, under model.*
         self.prefix = prefix
-        self.lr, self.weight_decay = lr, weight_decay
-        self.plateau_factor, self.plateau_patience = plateau_factor, plateau_patience
-        self.loss_fn = nn.CrossEntropyLoss()
+        self.recipe = recipe
+        self.train_loss_fn = TrainLoss(recipe, num_classes, class_weights)
+        self.loss_fn = nn.CrossEntropyLoss()  # validation: plain cross-entropy, comparable across recipes
         self.train_loss = MeanMetric()
         self.train_acc = MulticlassAccuracy(num_classes, average="micro")
         self.val_loss = MeanMetric()  # weighted by batch size and synced as sums: exact across processes
@@ -81,6 +81,10 @@ class ClassifierModule(L.LightningModule):
             self.model.requires_grad_(False)
             self.suffix.requires_grad_(True)
         apply_freeze(self.model, self.frozen)
+
+    @property
+    def has_batchnorm(self) -> bool:
+        return any(isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training for m in self.suffix.modules())
 
     @property
     def partial(self) -> bool:
@@ -117,8 +121,11 @@ class ClassifierModule(L.LightningModule):
         if batch is None:  # every image of this batch failed to decode (already logged)
             return None
         x, y = batch
+        if len(y) == 1 and self.has_batchnorm:  # only when bad images left one: BatchNorm cannot use it
+            return None
+        x, target = self.train_loss_fn.mix(x, y)
         logits = self(x)
-        loss = self.loss_fn(logits, y)
+        loss = self.train_loss_fn(logits, target)
         if not torch.isfinite(loss):
             from imgcls.errors import ImgclsError
 
@@ -157,8 +164,20 @@ class ClassifierModule(L.LightningModule):
 
     def configure_optimizers(self):
         params = [p for p in self.parameters() if p.requires_grad]
-        optimizer = torch.optim.Adam(params, lr=self.lr, weight_decay=self.weight_decay)
-        scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
-            optimizer, mode="min", factor=self.plateau_factor, patience=self.plateau_patience
-        )
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "monitor": "val_loss"}}
+        optimizer = build_optimizer(params, self.recipe)
+        total = int(self.trainer.estimated_stepping_batches)
+        per_epoch = max(1, total // max(1, self.trainer.max_epochs))
+        schedule = build_schedule(optimizer, self.recipe, total, per_epoch)
+        self.warmup_steps = schedule.pop("warmup_steps", 0)
+        if self.warmup_steps:
+            for group in optimizer.param_groups:
+                group["lr"] = self.recipe.lr * 0.01
+        return {"optimizer": optimizer, "lr_scheduler": schedule}
+
+    def optimizer_step(self, epoch, batch_idx, optimizer, optimizer_closure=None):
+        # Warm-up for the plateau schedule (cosine and one-cycle carry their own): scale the lr linearly.
+        step = self.trainer.global_step
+        if getattr(self, "warmup_steps", 0) and step < self.warmup_steps:
+            for group in optimizer.param_groups:
+                group["lr"] = self.recipe.lr * (0.01 + 0.99 * min(1.0, (step + 1) / self.warmup_steps))
+        super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)

@@ -192,12 +192,16 @@ def predict_samples(
     workers: int | None = None,
     probabilities: bool = True,
     on_batch=None,
+    tta: str | None = None,
 ) -> tuple[torch.Tensor, list[int]]:
     """Outputs for the samples that decoded (softmax unless ``probabilities=False``), and their indices.
 
     Decoding runs in the project's DataLoader (``make_loader``); files that fail are skipped and logged.
     ``on_batch(outputs, indices)``: receive each batch instead of keeping them all (large activations).
+    ``tta="flip"``: average the probabilities of each image and its mirror image.
     """
+    if tta not in (None, "flip"):
+        raise ImgclsError(f"--tta {tta!r}: only flip is offered")
     from imgcls.data.datamodule import default_workers, make_loader
     from imgcls.data.dataset import ImageDataset
 
@@ -213,6 +217,8 @@ def predict_samples(
         x, _, idx = batch
         out = predictor.run(x).float().cpu()
         out = out.softmax(dim=1) if probabilities else out
+        if tta == "flip" and probabilities:
+            out = (out + predictor.run(x.flip(3)).float().cpu().softmax(dim=1)) / 2
         if on_batch is not None:
             on_batch(out, idx.tolist())
         else:

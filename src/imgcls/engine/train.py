@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import json
+import contextlib
 import logging
 import platform
 import time
@@ -14,7 +14,7 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, TQDMProgressBar
 
-from imgcls.config import RESUMABLE, TrainConfig, dump_config, flag_name, load_run_config, parse_finetune
+from imgcls.config import RESUMABLE, TrainConfig, coerce, dump_config, flag_name, load_run_config, parse_finetune
 from imgcls.data.datamodule import ImageDataModule, default_workers
 from imgcls.data.layouts import DatasetSplits, discover
 from imgcls.data.scan import scan_splits, write_bad_files
@@ -25,7 +25,7 @@ from imgcls.models.blocks import split
 from imgcls.models.freeze import match_frozen
 from imgcls.models.profile import count_gflops, count_params
 from imgcls.models.registry import create_model, get_model_info, parse_model_spec, spec_to_dirname
-from imgcls.rundir import RunPaths, write_json
+from imgcls.rundir import RunLock, RunPaths, clear_run, folder_state, read_json, write_json
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +46,10 @@ def resolve_for_data(cfg: TrainConfig, splits: DatasetSplits) -> TrainConfig:
         feature_cache = 0 if cfg.feature_cache == 0 else 1
     else:
         feature_cache = cfg.feature_cache or 0
+    if cfg.mixup or cfg.cutmix:
+        if cfg.feature_cache:
+            raise ImgclsError("--mixup/--cutmix mix images, not cached features: drop --feature-cache")
+        feature_cache = 0
     cuda = torch.cuda.is_available() and cfg.accelerator in ("auto", "gpu", "cuda")
     precision = cfg.precision or (
         ("bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed") if cuda else "32-true"
@@ -62,6 +66,29 @@ def resolve_for_data(cfg: TrainConfig, splits: DatasetSplits) -> TrainConfig:
         precision=precision,
         out=cfg.out or str(Path("runs") / spec_to_dirname(cfg.model)),
     )
+
+
+def make_loggers(names: list[str] | None, root: Path) -> list:
+    """Lightning's loggers, writing into the run folder (metrics.csv, our own, is written regardless)."""
+    loggers = []
+    for name in names or []:
+        try:
+            if name == "csv":
+                from lightning.pytorch.loggers import CSVLogger
+
+                loggers.append(CSVLogger(root, name="logs", version="csv"))
+            elif name == "tensorboard":
+                from lightning.pytorch.loggers import TensorBoardLogger
+
+                loggers.append(TensorBoardLogger(root, name="logs", version="tensorboard", default_hp_metric=False))
+            elif name == "mlflow":
+                from lightning.pytorch.loggers import MLFlowLogger
+
+                loggers.append(MLFlowLogger(experiment_name="imgcls", run_name=root.name,
+                                            tracking_uri=(root / "logs" / "mlruns").resolve().as_uri()))  # fmt: skip
+        except (ImportError, ModuleNotFoundError) as exc:
+            raise ImgclsError(f"--logger {name} needs an extra package: pip install 'imgcls[{name}]' ({exc})") from None
+    return loggers
 
 
 def parse_devices(devices: str | int):
@@ -84,7 +111,7 @@ def global_rank() -> int:
     return getattr(rank_zero_only, "rank", 0) or 0
 
 
-def build_module(cfg: TrainConfig) -> ClassifierModule:
+def build_module(cfg: TrainConfig, train_labels: list[int] | None = None) -> ClassifierModule:
     """head / last:N: the suffix (head, or last N blocks + head) trains, fed by the frozen prefix (or,
     with the feature cache, by batches of its cached output); full: the whole model trains."""
     name, kwargs = parse_model_spec(cfg.model)
@@ -92,13 +119,16 @@ def build_module(cfg: TrainConfig) -> ClassifierModule:
     keep = parse_finetune(cfg.finetune)
     prefix, suffix = split(model, keep) if keep is not None else (None, None)
     frozen = match_frozen(model, cfg.freeze)
+    class_weights = None
+    if cfg.class_weights == "balanced":
+        from imgcls.engine.recipe import balanced_class_weights
+
+        class_weights = balanced_class_weights(train_labels or [], cfg.num_classes)
     return ClassifierModule(
         model,
         num_classes=cfg.num_classes,
-        lr=cfg.lr,
-        weight_decay=cfg.weight_decay,
-        plateau_factor=cfg.plateau_factor,
-        plateau_patience=cfg.plateau_patience,
+        recipe=cfg,
+        class_weights=class_weights,
         suffix=suffix,
         prefix=FrozenPrefix(prefix, cfg.image_size) if prefix is not None and not cfg.feature_cache else None,
         frozen=frozen,
@@ -111,6 +141,7 @@ def _static_summary(cfg: TrainConfig, module: ClassifierModule, splits: DatasetS
         "model": cfg.model,
         "num_classes": cfg.num_classes,
         "image_size": cfg.image_size,
+        "default_image_size": get_model_info(parse_model_spec(cfg.model)[0]).default_image_size,
         "pretrained": cfg.pretrained,
         "finetune": cfg.finetune,
         "frozen": module.frozen,
@@ -127,9 +158,11 @@ def _static_summary(cfg: TrainConfig, module: ClassifierModule, splits: DatasetS
     }
 
 
-def prepare_run(cfg: TrainConfig, *, resume: bool) -> tuple[TrainConfig, DatasetSplits, RunPaths]:
-    if not cfg.model:
-        raise ImgclsError("choose a model with --model NAME, or model: in the --config file (see: imgcls models)")
+def prepare_run(
+    cfg: TrainConfig, *, resume: bool, force: bool = False
+) -> tuple[TrainConfig, DatasetSplits, RunPaths, bool]:
+    """The resolved config, the data and the run folder, checked; the last value says whether training
+    resumes (a --resume of a folder with no completed epoch starts over instead)."""
     parse_model_spec(cfg.model)  # an unknown model is reported before the data is scanned
     if not cfg.data:
         raise ImgclsError("no data folder given: pass --data DIR")
@@ -139,16 +172,25 @@ def prepare_run(cfg: TrainConfig, *, resume: bool) -> tuple[TrainConfig, Dataset
     cfg = resolve_for_data(cfg, splits)
     splits, bad = scan_splits(splits, strict=cfg.strict)
     paths = RunPaths(Path(cfg.out))
+    state = folder_state(paths.root)
+    if resume and not paths.last.is_file():
+        if state == "foreign":
+            raise ImgclsError(f"cannot resume: {paths.root} is not an imgcls run folder")
+        print(f"note: {paths.root} has no completed epoch to resume from: starting it over")
+        resume = False
     if resume:
-        if not paths.last.is_file():
-            raise ImgclsError(f"cannot resume: {paths.last} not found (start a new run without --resume)")
-        saved = json.loads(paths.classes.read_text()) if paths.classes.is_file() else None
+        saved = read_json(paths.classes) if paths.classes.is_file() else None
         if saved is not None and saved != splits.classes:
             raise ImgclsError(f"cannot resume: the classes in {cfg.data} differ from {paths.classes}")
-    elif global_rank() == 0 and paths.checkpoints.exists() and any(paths.checkpoints.iterdir()):
-        raise ImgclsError(
-            f"{paths.root} already holds a run; resume it with --resume {paths.root}, or choose another --out"
-        )
+    elif global_rank() == 0:
+        if state == "foreign" and not force:
+            raise ImgclsError(f"{paths.root} holds files that are not an imgcls run; choose another --out "
+                              "(or pass --force to write into it anyway)")  # fmt: skip
+        if state == "run" and paths.last.is_file() and not force:
+            raise ImgclsError(f"{paths.root} already holds a run; resume it with --resume {paths.root}, choose "
+                              "another --out, or pass --force to start it over")  # fmt: skip
+        if state == "run":  # --force, or an interrupted run without a completed epoch: start over
+            clear_run(paths.root)
     if global_rank() == 0:  # one writer; other processes of a DDP run read the same files
         paths.root.mkdir(parents=True, exist_ok=True)
         if bad:
@@ -157,19 +199,34 @@ def prepare_run(cfg: TrainConfig, *, resume: bool) -> tuple[TrainConfig, Dataset
             paths.bad_files.unlink()
         dump_config(cfg, paths.config)
         write_json(paths.classes, splits.classes)
-    return cfg, splits, paths
+    return cfg, splits, paths, resume
 
 
 def train(
-    cfg: TrainConfig, *, resume: bool = False, progress: bool = True, on_epoch=None, extra_callbacks: list | None = None
+    cfg: TrainConfig,
+    *,
+    resume: bool = False,
+    progress: bool = True,
+    on_epoch=None,
+    extra_callbacks: list | None = None,
+    force: bool = False,
 ) -> RunPaths:
     """Train one model with one config into ``cfg.out``; returns the run directory.
 
-    ``on_epoch(rows)`` is called after each epoch's metrics.csv row is written (compare's ETA uses it).
+    The run folder is locked for the whole run: a second process writing it stops with the holder's
+    PID. ``on_epoch(rows)`` is called after each epoch's metrics.csv row is written (compare's ETA uses it).
     """
-    cfg, splits, paths = prepare_run(cfg, resume=resume)
+    if not cfg.model:
+        raise ImgclsError("choose a model with --model NAME, or model: in the --config file (see: imgcls models)")
+    cfg = replace(cfg, out=cfg.out or str(Path("runs") / spec_to_dirname(cfg.model)))
+    with RunLock(Path(cfg.out)) if global_rank() == 0 else contextlib.nullcontext():
+        return _train(cfg, resume=resume, progress=progress, on_epoch=on_epoch, extra=extra_callbacks, force=force)
+
+
+def _train(cfg: TrainConfig, *, resume: bool, progress: bool, on_epoch, extra, force: bool) -> RunPaths:
+    cfg, splits, paths, resume = prepare_run(cfg, resume=resume, force=force)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    module = build_module(cfg)
+    module = build_module(cfg, [s.label for s in splits.train])
     if cfg.feature_cache:
         datamodule = _feature_datamodule(cfg, module, splits)
     else:
@@ -180,6 +237,12 @@ def train(
             batch_size=cfg.batch_size,
             workers=cfg.workers,
             seed=cfg.seed,
+            balanced=cfg.sampler == "balanced",
+        )
+    module.train()
+    if cfg.batch_size == 1 and module.has_batchnorm:
+        raise ImgclsError(
+            f"--batch-size 1 cannot train {cfg.model}: its BatchNorm layers need at least 2 images a batch"
         )
     static = _static_summary(cfg, module, splits)
     if cfg.compile:
@@ -196,9 +259,13 @@ def train(
             enable_version_counter=False,
         ),
     ]
-    callbacks += extra_callbacks or []
+    callbacks += extra or []
     if cfg.early_stop:
         callbacks.append(EarlyStopping(monitor="val_loss", mode="min", patience=cfg.early_stop))
+    if cfg.ema:
+        from lightning.pytorch.callbacks import EMAWeightAveraging
+
+        callbacks.append(EMAWeightAveraging(decay=cfg.ema))
     if progress:
         callbacks.append(TQDMProgressBar())
     on_cpu = not (torch.cuda.is_available() and cfg.accelerator in ("auto", "gpu", "cuda"))
@@ -213,7 +280,7 @@ def train(
         precision=cfg.precision,
         callbacks=callbacks,
         plugins=[AtomicCheckpointIO()],
-        logger=False,
+        logger=make_loggers(cfg.logger, paths.root) or False,
         default_root_dir=str(paths.root),
         enable_progress_bar=progress,
         enable_model_summary=False,
@@ -236,7 +303,15 @@ def train(
         # Lightning flags modules left in eval mode; for a frozen part that is the point (said below instead).
         warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode.*")
         t0 = time.perf_counter()
-        trainer.fit(module, datamodule=datamodule, ckpt_path=str(paths.last) if resume else None)
+        try:
+            trainer.fit(module, datamodule=datamodule, ckpt_path=str(paths.last) if resume else None)
+        except SystemExit:
+            # Lightning turns Ctrl+C into a graceful stop and exit(1); the CLI says "interrupted" (130).
+            if trainer.interrupted:
+                raise KeyboardInterrupt from None
+            raise
+    if trainer.interrupted:
+        raise KeyboardInterrupt
     log.info("fit took %.1fs", time.perf_counter() - t0)
     return paths
 
@@ -268,6 +343,7 @@ def _feature_datamodule(cfg: TrainConfig, module: ClassifierModule, splits: Data
         identity=identity,
         batch_size=cfg.batch_size,
         workers=cfg.workers,
+        balanced=cfg.sampler == "balanced",
     )
 
 
@@ -283,5 +359,5 @@ def resume_config(run_dir: str | Path, overrides: dict) -> TrainConfig:
             f"a resumed run keeps its config; {', '.join(flag_name(k) for k in fixed)} cannot change "
             f"(only {', '.join(flag_name(k) for k in sorted(RESUMABLE))} may)"
         )
-    changed = {k: v for k, v in overrides.items() if v is not None}
+    changed = {k: coerce(k, v) for k, v in overrides.items() if v is not None}
     return replace(cfg, **changed, out=str(paths.root))

@@ -20,6 +20,8 @@ class AttnCNN(nn.Module):
 
     def __init__(self, *, num_classes: int, num_heads: int = 8, width: int = 256, dropout: float = 0.5):
         super().__init__()
+        if not isinstance(num_heads, int) or num_heads < 1:
+            raise ValueError(f"num_heads must be a whole number >= 1, got {num_heads!r}")
         if width % num_heads:
             raise ValueError(f"width {width} is not divisible by num_heads {num_heads}")
         self.features = nn.Sequential(

@@ -101,8 +101,60 @@ def _attn_cnn(m) -> list[Stage]:
     return stages
 
 
+def _resnet(m, stem: list[nn.Module], pool: nn.Module) -> list[Stage]:
+    stages = [Stage("stem", nn.Sequential(*stem), True)]
+    for layer in ("layer1", "layer2", "layer3", "layer4"):
+        stages += [Stage(f"{layer}.{i}", block, True) for i, block in enumerate(getattr(m, layer))]
+    return stages + [Stage("pool", pool, False), Stage("head", m.fc, True)]
+
+
+def _tv_resnet(m) -> list[Stage]:
+    return _resnet(m, [m.conv1, m.bn1, m.relu, m.maxpool], nn.Sequential(m.avgpool, nn.Flatten(1)))
+
+
+def _timm_resnet(m) -> list[Stage]:
+    def pool(x):
+        x = m.global_pool(x)
+        return nn.functional.dropout(x, float(m.drop_rate), m.fc.training) if m.drop_rate else x
+
+    return _resnet(m, [m.conv1, m.bn1, m.act1, m.maxpool], Step(pool, global_pool=m.global_pool))
+
+
+def _generic(m) -> list[Stage]:
+    """Any other model: one body block and its classifier, enough for head-only training. timm models
+    split at ``forward_head(pre_logits=True)``; others at their last linear layer."""
+    if hasattr(m, "forward_features") and hasattr(m, "forward_head") and hasattr(m, "get_classifier"):
+        head = m.get_classifier()
+        if isinstance(head, nn.Module) and not isinstance(head, nn.Identity):
+            body = Step(lambda x: m.forward_head(m.forward_features(x), pre_logits=True))
+            return [Stage("body", body, True), Stage("head", head, True)]
+    from imgcls.models.hub_models import _last_linear
+
+    path = _last_linear(m)
+    return [Stage("body", _without(m, path), True), Stage("head", m.get_submodule(path), True)]
+
+
+def _without(model: nn.Module, path: str) -> nn.Module:
+    """``model`` with the module at ``path`` replaced by Identity, sharing every weight (only the
+    modules on the path are shallow-copied, so ``model`` itself is untouched)."""
+    import copy
+
+    parts = path.split(".")
+    root = copy.copy(model)
+    root._modules = dict(model._modules)
+    parent = root
+    for part in parts[:-1]:
+        child = copy.copy(parent._modules[part])
+        child._modules = dict(child._modules)
+        parent._modules[part] = child
+        parent = child
+    parent._modules[parts[-1]] = nn.Identity()
+    return root
+
+
 def _families() -> list[tuple[type, Callable]]:
     import timm.models.efficientnet as timm_eff
+    import timm.models.resnet as timm_resnet
     import timm.models.vision_transformer as timm_vit
     import torchvision.models as tvm
 
@@ -114,6 +166,8 @@ def _families() -> list[tuple[type, Callable]]:
         (timm_vit.VisionTransformer, _timm_vit),
         (tvm.EfficientNet, _tv_efficientnet),
         (tvm.VisionTransformer, _tv_vit),
+        (tvm.ResNet, _tv_resnet),
+        (timm_resnet.ResNet, _timm_resnet),
     ]
 
 
@@ -121,7 +175,7 @@ def model_sequence(model: nn.Module) -> list[Stage]:
     for cls, build in _families():
         if type(model) is cls:
             return build(model)
-    raise ImgclsError(f"--finetune last:N does not know how to cut a {type(model).__name__}; use head or full")
+    return _generic(model)
 
 
 def blocks(model: nn.Module) -> list[str]:

@@ -73,15 +73,26 @@ def list_models() -> list[str]:
 
 
 def get_model_info(name: str) -> ModelInfo:
+    """A registered model, or an entry made on demand for ``timm:<name>`` / ``tv:<name>``."""
     _ensure_loaded()
+    from imgcls.models.hub_models import hub_info, is_hub_name
+
+    if is_hub_name(name):
+        return hub_info(name)
     if name not in _REGISTRY:
-        raise ImgclsError(f"unknown model {name!r}; valid models: {', '.join(sorted(_REGISTRY))}")
+        raise ImgclsError(
+            f"unknown model {name!r}; valid models: {', '.join(sorted(_REGISTRY))}, or any timm:<name> / tv:<name>"
+        )
     return _REGISTRY[name]
 
 
 def parse_model_spec(spec: str) -> tuple[str, dict[str, Any]]:
-    """``"attn_cnn:num_heads=4,dropout=0.3"`` -> ``("attn_cnn", {"num_heads": 4, "dropout": 0.3})``."""
-    name, _, rest = spec.strip().partition(":")
+    """``"attn_cnn:num_heads=4,dropout=0.3"`` -> ``("attn_cnn", {"num_heads": 4, "dropout": 0.3})``;
+    ``"timm:resnet18:drop_rate=0.1"`` -> ``("timm:resnet18", {"drop_rate": 0.1})``."""
+    spec = spec.strip()
+    hub, _, spec = spec.partition(":") if spec.startswith(("timm:", "tv:")) else ("", "", spec)
+    name, _, rest = spec.partition(":")
+    name = f"{hub}:{name}" if hub else name
     if not name:
         raise ImgclsError(f"bad model spec {spec!r}: expected name[:key=value,...]")
     get_model_info(name)
@@ -97,7 +108,7 @@ def parse_model_spec(spec: str) -> tuple[str, dict[str, Any]]:
 def spec_to_dirname(spec: str) -> str:
     """A filesystem-safe run-directory name for a model spec."""
     name, kwargs = parse_model_spec(spec)
-    return name + "".join(f"-{k}{v}" for k, v in kwargs.items()).replace("/", "_")
+    return (name + "".join(f"-{k}{v}" for k, v in kwargs.items())).replace("/", "_").replace(":", "-")
 
 
 def create_model(
@@ -122,8 +133,10 @@ def create_model(
         )
     try:
         return info.builder(num_classes=num_classes, pretrained=pretrained, image_size=size, **kwargs)
-    except (TypeError, ValueError) as exc:
-        raise ImgclsError(f"bad arguments for model {name!r}: {exc}") from None
+    except (TypeError, ValueError, ArithmeticError, AssertionError, RuntimeError) as exc:
+        raise ImgclsError(
+            f"bad arguments for model {name!r}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+        ) from None
 
 
 def get_head(model: nn.Module, name: str) -> nn.Module:

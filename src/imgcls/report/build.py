@@ -11,18 +11,20 @@ from imgcls.report import figures
 from imgcls.report.collect import Variant, collect
 from imgcls.rundir import atomic_write_text
 
-COLUMNS = [  # (key, header, format)
+COLUMNS = [  # (key, header, format); {split} is the split the evaluation columns were computed on
     ("variant", "variant", "{}"),
     ("params", "params", "{:,}"),
     ("trainable_params", "trainable params", "{:,}"),
     ("gflops", "GFLOPs/img", "{:.3f}"),
-    ("best_val_acc", "best val acc", "{:.4f}"),
+    ("best_val_acc", "best val acc (validation)", "{:.4f}"),
     ("best_epoch", "best epoch", "{}"),
-    ("heldout_acc", "held-out acc", "{:.4f}"),
-    ("macro_f1", "macro-F1", "{:.4f}"),
-    ("train_seconds", "train time (s)", "{:.1f}"),
+    ("heldout_acc", "top-1 ({split})", "{:.4f}"),
+    ("macro_f1", "macro-F1 ({split})", "{:.4f}"),
+    ("train_seconds", "total train time (s)", "{:.1f}"),
+    ("feature_seconds", "of which feature extraction (s)", "{:.1f}"),
     ("seconds_per_epoch", "s / epoch", "{:.2f}"),
     ("inference_ips", "inference img/s", "{:.1f}"),
+    ("flags", "flags", "{}"),
 ]
 
 
@@ -36,10 +38,12 @@ def table_row(v: Variant) -> dict:
         "gflops": s["gflops"],
         "best_val_acc": s["best_val_acc"],
         "best_epoch": s["best_epoch"],
-        "heldout_acc": v.heldout_acc,
+        "heldout_acc": v.eval["top1"] if v.eval else None,
         "macro_f1": v.eval["macro_f1"] if v.eval else None,
         "eval_split": v.eval_split,
         "train_seconds": s["train_seconds"],
+        "feature_seconds": s.get("feature_cache_seconds", 0.0),
+        "flags": "; ".join(v.flags) or None,
         "seconds_per_epoch": s["seconds_per_epoch"],
         "epochs": s["epochs_completed"],
         "inference_ips": v.inference["images_per_s"] if v.inference else None,
@@ -51,12 +55,15 @@ def _fmt(fmt: str, value) -> str:
 
 
 def conclusion(variants: list[Variant]) -> list[str]:
-    """Sentences generated from the numbers alone."""
-    metric = "held-out accuracy" if all(v.heldout_acc is not None for v in variants) else "best validation accuracy"
-    best = max(variants, key=lambda v: v.score)
-    fastest = min(variants, key=lambda v: v.summary["train_seconds"])
+    """Sentences generated from the numbers alone. Flagged variants (loss barely moved, input far below
+    the pretrained resolution) are named but not ranked."""
+    split = _eval_split(variants)
+    metric = f"top-1 on {split}" if split else "best validation accuracy"
+    trusted = [v for v in variants if not v.flags] or variants
     t = lambda v: v.summary["train_seconds"]  # noqa: E731
-    lines = [f"Most accurate: **{best.name}** ({metric} {best.score:.2%}, {t(best):.0f} s of training)."]
+    best = max(trusted, key=lambda v: v.score)
+    fastest = min(trusted, key=t)
+    lines = [f"Most accurate: **{best.name}** ({metric} {best.score:.2%}, {t(best):.0f} s of training in all)."]
     if fastest is best:
         lines.append(f"It is also the fastest to train ({t(fastest):.0f} s): no trade-off to make here.")
     else:
@@ -64,27 +71,38 @@ def conclusion(variants: list[Variant]) -> list[str]:
             f"Fastest to train: **{fastest.name}** ({t(fastest):.0f} s, {t(best) / t(fastest):.1f}× less than "
             f"{best.name}) at {fastest.score:.2%}, {100 * (fastest.score - best.score):+.1f} points."
         )
-    with_ips = [v for v in variants if v.inference]
+    with_ips = [v for v in trusted if v.inference]
     if with_ips:
         quick = max(with_ips, key=lambda v: v.inference["images_per_s"])
         lines.append(
             f"Fastest inference: **{quick.name}** ({quick.inference['images_per_s']:.0f} images/s on "
-            f"{quick.inference['device']})."
+            f"{quick.inference['device']}, {quick.inference.get('engine', 'pytorch')})."
         )
     # Pareto front on (accuracy up, training time down): the variants worth considering.
     front = [
         v
-        for v in variants
-        if not any(o.score >= v.score and t(o) <= t(v) and (o.score > v.score or t(o) < t(v)) for o in variants)
+        for v in trusted
+        if not any(o.score >= v.score and t(o) <= t(v) and (o.score > v.score or t(o) < t(v)) for o in trusted)
     ]
     front.sort(key=t)
     if len(front) > 1:
         steps = ", then ".join(f"{v.name} ({v.score:.2%}, {t(v):.0f} s)" for v in front)
         lines.append(f"Accuracy-versus-time trade-off (each buys more accuracy with more time): {steps}.")
-    dominated = [v.name for v in variants if v not in front]
+    dominated = [v.name for v in trusted if v not in front]
     if dominated:
         lines.append(f"Dominated (another variant is at least as accurate and trains faster): {', '.join(dominated)}.")
+    for v in variants:
+        if v.flags:
+            lines.append(
+                f"Not ranked: **{v.name}** — {'; '.join(v.flags)}: its {v.score:.2%} says little about the model."
+            )
     return lines
+
+
+def _eval_split(variants: list[Variant]) -> str | None:
+    """The split the evaluation columns come from, when every variant has one and they agree."""
+    splits = {v.eval_split for v in variants}
+    return splits.pop() if len(splits) == 1 and None not in splits else None
 
 
 def _img_tag(path: Path, alt: str) -> str:
@@ -153,7 +171,8 @@ def build_report(root: str | Path) -> Path:
     # Markdown
     md = [f"# Model comparison: {root.name}", "", subtitle, "", "## Conclusion", ""]
     md += [f"- {line}" for line in lines]
-    md += ["", "## Results", "", "| " + " | ".join(h for _, h, _ in COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    headers = [h.format(split=_eval_split(variants) or "per variant") for _, h, _ in COLUMNS]
+    md += ["", "## Results", "", "| " + " | ".join(headers) + " |", "|" + "---|" * len(COLUMNS)]
     md += ["| " + " | ".join(_fmt(f, r[k]) for k, _, f in COLUMNS) + " |" for r in rows]
     md += [
         "",
@@ -171,7 +190,7 @@ def build_report(root: str | Path) -> Path:
     atomic_write_text(root / "report.md", "\n".join(md) + "\n")
 
     # HTML, self-contained
-    head = "".join(f"<th>{html.escape(h)}</th>" for _, h, _ in COLUMNS)
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
     body_rows = "".join(
         f'<tr class="{"best" if r["variant"] == best else ""}">'
         + "".join(f"<td>{html.escape(_fmt(f, r[k]))}</td>" for k, _, f in COLUMNS)
@@ -188,10 +207,11 @@ def build_report(root: str | Path) -> Path:
         + _explain_html(root / name)
         for name, (conf, pc) in per_variant.items()
     )
+    split = _eval_split(variants)
     split_note = (
-        "held-out = the evaluation split; "
-        if any(r["heldout_acc"] is not None for r in rows)
-        else "no labelled held-out split: per-class figures use the validation split; "
+        f"top-1, macro-F1, the per-class figures and the galleries are computed on the {split} split; "
+        if split
+        else "each variant's evaluation split is in summary.csv (eval_split); "
     )
     engines = ", ".join(sorted({v.inference.get("engine", "pytorch") for v in variants if v.inference})) or "none"
     page = f"""<!doctype html><html lang="en"><head><meta charset="utf-8">
@@ -199,7 +219,9 @@ def build_report(root: str | Path) -> Path:
 <h1>Model comparison: {html.escape(root.name)}</h1><p class="note">{html.escape(subtitle)}</p>
 <h2>Conclusion</h2><ul class="concl">{"".join(f"<li>{_md_bold_to_html(line)}</li>" for line in lines)}</ul>
 <h2>Results</h2><table><thead><tr>{head}</tr></thead><tbody>{body_rows}</tbody></table>
-<p class="note">{split_note}training time is the sum of epoch times (training + validation);
+<p class="note">{split_note}total train time is every second the variant needed: the epochs (training + validation)
+plus computing the frozen part's cached features, shown separately (reused from the cache or not; compilation,
+when --compile is on, falls in the first epoch); flagged variants are not ranked;
 inference img/s is the forward pass at batch 32 on this machine, decoding excluded, in the engine that evaluate, predict and
 serve use ({html.escape(engines)}). Every number comes from the
 variant's metrics.csv, summary.json, eval/ and inference.json.</p>

@@ -29,6 +29,18 @@ class Variant:
         return self.eval["top1"] if self.eval and self.eval_split == "evaluation" else None
 
     @property
+    def flags(self) -> list[str]:
+        """Reasons not to trust this variant's place in a ranking."""
+        out = []
+        first, last = self.epochs[0]["train_loss"], self.epochs[-1]["train_loss"]
+        if len(self.epochs) >= 2 and first and (first - last) / first < 0.10:
+            out.append(f"loss barely moved ({first:.2f} -> {last:.2f})")
+        size, default = self.summary.get("image_size"), self.summary.get("default_image_size")
+        if self.summary.get("pretrained") and size and default and size < default / 2:
+            out.append(f"{size} px is far below the {default} px its pretrained weights expect")
+        return out
+
+    @property
     def score(self) -> float:
         """The accuracy used to rank variants: held-out when there is one, else best validation."""
         return self.heldout_acc if self.heldout_acc is not None else self.summary["best_val_acc"]

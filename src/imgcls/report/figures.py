@@ -8,6 +8,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from imgcls.report.collect import Variant  # noqa: E402
 
@@ -36,6 +37,7 @@ def curves(variants: list[Variant], path: Path) -> Path:
         loss.set_title(f"{v.name}: loss", fontsize=10)
         for ax in (acc, loss):
             ax.set_xlabel("epoch")
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             ax.grid(alpha=0.3)
             ax.legend(fontsize=8)
     return _save(fig, path)
@@ -53,6 +55,7 @@ def val_overlay(variants: list[Variant], path: Path) -> Path:
             color=COLOURS[i % len(COLOURS)],
         )
     ax.set_xlabel("epoch")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel("validation accuracy")
     ax.set_title("Validation accuracy, all variants", fontsize=10)
     ax.grid(alpha=0.3)
@@ -76,6 +79,11 @@ def tradeoff(variants: list[Variant], path: Path) -> Path:
 def per_class(v: Variant, path: Path) -> Path:
     """Per-class accuracy (recall) with the number of images of each class."""
     rows = v.eval["per_class"]
+    title = v.name
+    if len(rows) > 50:  # bounded figure: the 25 worst and 25 best classes
+        ordered = sorted(rows, key=lambda r: r["recall"])
+        rows = ordered[:25] + ordered[-25:]
+        title = f"{v.name}: 25 worst and 25 best of {len(ordered)} classes"
     fig, ax = plt.subplots(figsize=(7, 0.32 * len(rows) + 1.2))
     names = [r["class"] for r in rows]
     recall = [r["recall"] for r in rows]
@@ -94,7 +102,7 @@ def per_class(v: Variant, path: Path) -> Path:
     ax.invert_yaxis()
     ax.set_xlim(0, 1)
     ax.set_xlabel(f"per-class accuracy ({v.eval_split})")
-    ax.set_title(v.name, fontsize=10)
+    ax.set_title(title, fontsize=10)
     return _save(fig, path)
 
 

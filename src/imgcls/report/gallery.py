@@ -98,8 +98,9 @@ def _figure(row: dict, caption: str) -> str:
     )
 
 
-def gallery_html(rows: list[dict], *, count: int = 16, per_class: int = 3) -> str:
-    """The report's section for one variant: confident errors, then correct examples per class."""
+def gallery_html(rows: list[dict], *, count: int = 16, per_class: int = 3, max_classes: int = 30) -> str:
+    """The report's section for one variant: confident errors, then correct examples per class (for at
+    most ``max_classes`` classes, so the page stays a few MB whatever the class count)."""
     errors = confident_errors(rows, count)
     wrong = "".join(
         _figure(
@@ -113,7 +114,7 @@ def gallery_html(rows: list[dict], *, count: int = 16, per_class: int = 3) -> st
         f"<div class='cls'><b>{html.escape(cls)}</b><div class='row'>"
         + "".join(_figure(r, f"{r['probability']:.2f}") for r in picks)
         + "</div></div>"
-        for cls, picks in sorted(correct_examples(rows, per_class).items())
+        for cls, picks in sorted(correct_examples(rows, per_class).items())[:max_classes]
     )
     return (
         f"<h4>Most confident errors ({len(errors)})</h4><div class='gallery'>{wrong or '<p>none</p>'}</div>"

@@ -16,21 +16,24 @@ import anyio
 from fastapi import FastAPI, File, HTTPException, Query, Request, UploadFile
 from fastapi.responses import HTMLResponse, JSONResponse
 
-from imgcls.data.decode import NOT_AN_IMAGE, load_rgb
+from imgcls.data.decode import NOT_AN_IMAGE, TOO_MANY_PIXELS, load_rgb
 from imgcls.engine.predictor import Predictor, load_predictor
 from imgcls.errors import BadImageError
+from imgcls.serve.guards import LOOPBACK_HOSTS, HostGuard, UploadTimeout
 
 log = logging.getLogger(__name__)
 PAGE = (Path(__file__).with_name("page.html")).read_text()
 MAX_BATCH_FILES = 32
+# A classifier that resizes to 224 px gains nothing from more; a 24-megapixel RGB decode is ~70 MB.
+DEFAULT_MAX_PIXELS = 24_000_000
 
 
-def _decode(data: bytes, name: str):
+def _decode(data: bytes, name: str, max_pixels: int):
     try:
-        return load_rgb(io.BytesIO(data))
+        return load_rgb(io.BytesIO(data), max_pixels=max_pixels)
     except BadImageError as exc:
-        # 415: not an image format we read; 400: an image file that is corrupt, truncated or a bomb.
-        status = 415 if exc.reason == NOT_AN_IMAGE else 400
+        # 415: not an image format we read; 413: more pixels than allowed; 400: corrupt, truncated or a bomb.
+        status = 415 if exc.reason == NOT_AN_IMAGE else 413 if exc.reason.startswith(TOO_MANY_PIXELS) else 400
         raise HTTPException(status, f"{name or 'upload'}: {exc.reason}") from None
 
 
@@ -43,7 +46,17 @@ async def _read_limited(upload: UploadFile, limit: int) -> bytes:
     return data
 
 
-def create_app(predictor: Predictor, *, max_upload_mb: float = 10.0, max_concurrency: int = 2) -> FastAPI:
+def create_app(
+    predictor: Predictor,
+    *,
+    max_upload_mb: float = 10.0,
+    max_concurrency: int = 2,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    allowed_hosts: set[str] | None = None,
+    upload_timeout: float = 30.0,
+) -> FastAPI:
+    """``allowed_hosts``: Host header names to answer (None: any); ``upload_timeout``: seconds a request
+    body may send nothing before it is answered 408."""
     limit = int(max_upload_mb * 2**20)
     app = FastAPI(title="imgcls", version="1", docs_url="/docs")
     app.state.predictor = predictor
@@ -52,7 +65,7 @@ def create_app(predictor: Predictor, *, max_upload_mb: float = 10.0, max_concurr
     max_k = len(predictor.classes)
 
     def infer(blobs: list[tuple[bytes, str]], k: int) -> list[list[dict]]:
-        images = [_decode(data, name) for data, name in blobs]
+        images = [_decode(data, name, max_pixels) for data, name in blobs]
         return predictor.topk(images, k)
 
     async def run_infer(blobs: list[tuple[bytes, str]], k: int) -> list[list[dict]]:
@@ -100,12 +113,33 @@ def create_app(predictor: Predictor, *, max_upload_mb: float = 10.0, max_concurr
         tops = await run_infer(blobs, k)
         return {"results": [{"filename": f.filename, "top": top} for f, top in zip(files, tops)]}
 
+    app.add_middleware(UploadTimeout, seconds=upload_timeout)
+    app.add_middleware(HostGuard, allowed=allowed_hosts)
     return app
 
 
-def serve(ref: str, *, host: str = "127.0.0.1", port: int = 8000, max_upload_mb: float = 10.0) -> None:
+def serve(
+    ref: str,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    max_upload_mb: float = 10.0,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    upload_timeout: float = 30.0,
+) -> None:
     import uvicorn
 
+    from imgcls.errors import ImgclsError
+
+    for name, value in (("--max-upload-mb", max_upload_mb), ("--max-pixels", max_pixels),
+                        ("--upload-timeout", upload_timeout)):  # fmt: skip
+        if not value > 0:
+            raise ImgclsError(f"{name} must be positive, got {value}")
+    if not 0 < port < 65536:
+        raise ImgclsError(f"--port must be between 1 and 65535, got {port}")
     predictor = load_predictor(ref)
+    allowed = LOOPBACK_HOSTS if host in LOOPBACK_HOSTS else None
+    app = create_app(predictor, max_upload_mb=max_upload_mb, max_pixels=max_pixels, allowed_hosts=allowed,
+                     upload_timeout=upload_timeout)  # fmt: skip
     print(f"serving {predictor.name} ({len(predictor.classes)} classes, {predictor.engine}) on http://{host}:{port}/")
-    uvicorn.run(create_app(predictor, max_upload_mb=max_upload_mb), host=host, port=port, log_level="warning")
+    uvicorn.run(app, host=host, port=port, log_level="warning")

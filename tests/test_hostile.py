@@ -1,0 +1,196 @@
+"""The hostile catalogue: each way a user can misuse imgcls ends in one line and exit 2, and loses nothing."""
+
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from imgcls.cli import main
+from imgcls.errors import ImgclsError
+
+from conftest import train_tiny, write_image
+
+
+def one_line_exit_2(capsys, argv):
+    with pytest.raises(SystemExit) as info:
+        code = main(argv)
+        raise SystemExit(code)
+    out, err = capsys.readouterr()
+    lines = [ln for ln in err.splitlines() if ln.strip() and not ln.startswith(("INFO ", "WARNING ", "note:"))]
+    assert info.value.code == 2, (argv, err)
+    assert "Traceback" not in err and len(lines) == 1, (argv, err)
+    return lines[0]
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        ["--lr", "-1"], ["--lr", "nan"], ["--weight-decay", "-0.5"], ["--plateau-factor", "1"], ["--seed", "1e20"],
+        ["--precision", "fp12"], ["--accelerator", "tpu"], ["--strategy", "fsdp9"], ["--num-nodes", "0"],
+        ["--workers", "-1"], ["--image-size", "100000"], ["--epochs", "inf"], ["--epochs", "0"],
+        ["--batch-size", "x"], ["--val-split", "1.5"], ["--finetune", "last:0"], ["--devices", "many"],
+        ["--model", "attn_cnn:num_heads=0"], ["--model", "attn_cnn:num_heads=3"], ["--model", "nope"],
+        ["--freeze", "no_such_module"], ["--config", "/nonexistent.yaml"], ["--feature-cache", "-2"],
+        ["--unknown-flag"], ["--pretrained", "--no-pretrained", "--num-classes", "3"],
+    ],
+)  # fmt: skip
+def test_bad_training_arguments(capsys, demo_data, tmp_path, extra):
+    argv = ["train", "--data", str(demo_data), "--out", str(tmp_path / "r"), "--epochs", "1", "--image-size", "32"]
+    if "--model" not in extra:
+        argv += ["--model", "attn_cnn"]
+    one_line_exit_2(capsys, argv + extra)
+
+
+@pytest.mark.parametrize(
+    "yaml_text",
+    ["1: 2\n", "epochs: .inf\n", "lr: [1, 2]\n", "model: attn_cnn\nepochs: -3\n", "!!python/object:os.system x\n"],
+)
+def test_bad_yaml_configs(capsys, demo_data, tmp_path, yaml_text):
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml_text)
+    one_line_exit_2(capsys, ["train", "--model", "attn_cnn", "--data", str(demo_data), "--config", str(path)])
+
+
+def test_a_second_training_into_the_same_folder_is_refused_with_the_pid(demo_data, tmp_path):
+    from imgcls.rundir import RunLock
+
+    with RunLock(tmp_path / "r"):  # this process holds it, as a running training would
+        with pytest.raises(ImgclsError, match=r"another imgcls process \(PID \d+\)"):
+            train_tiny(demo_data, tmp_path / "r")
+    train_tiny(demo_data, tmp_path / "r", epochs=1)  # free again once released
+
+
+def test_two_real_processes_one_folder_and_ctrl_c(demo_data, tmp_path):
+    import signal
+    import time
+
+    argv = [sys.executable, "-m", "imgcls", "train", "--model", "attn_cnn", "--data", str(demo_data), "--epochs",
+            "500", "--image-size", "32", "--workers", "0", "--out", str(tmp_path / "r")]  # fmt: skip
+    first = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for _ in range(1200):  # until the first has finished an epoch: it holds the lock for sure
+        if (tmp_path / "r" / "metrics.csv").is_file() or first.poll() is not None:
+            break
+        time.sleep(0.1)
+    second = subprocess.run(argv, capture_output=True, text=True, timeout=300)
+    assert second.returncode == 2 and f"PID {first.pid}" in second.stderr and "Traceback" not in second.stderr
+    first.send_signal(signal.SIGINT)
+    _, err = first.communicate(timeout=300)
+    assert first.returncode == 130 and "imgcls: interrupted" in err and "Traceback" not in err
+    rows = __import__("imgcls.rundir").rundir.read_metrics(tmp_path / "r" / "metrics.csv")
+    assert rows and json.loads((tmp_path / "r" / "summary.json").read_text())["epochs_completed"] == rows[-1]["epoch"]
+
+
+def test_a_folder_of_user_files_is_not_adopted(capsys, demo_data, tmp_path):
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "config.yaml").write_text("my own notes\n")
+    (mine / "bad_files.txt").write_text("keep me\n")
+    line = one_line_exit_2(capsys, ["train", "--model", "attn_cnn", "--data", str(demo_data), "--out", str(mine)])
+    assert "--force" in line
+    assert (mine / "config.yaml").read_text() == "my own notes\n" and (mine / "bad_files.txt").is_file()
+
+
+def test_interrupted_before_the_first_checkpoint_starts_over(demo_data, tmp_path):
+    run = tmp_path / "r"
+    paths = train_tiny(demo_data, run, epochs=1)
+    shutil.rmtree(paths.checkpoints)  # as if killed while writing the first checkpoint
+    (run / "checkpoints").mkdir()
+    (run / "checkpoints" / ".last.ckpt.123.abcd.tmp").write_bytes(b"half")
+    train_tiny(demo_data, run, epochs=1)  # a new run: no completed epoch to keep
+    shutil.rmtree(paths.checkpoints)
+    from imgcls.engine.train import resume_config, train
+
+    train(resume_config(run, {"epochs": 1}), resume=True, progress=False)  # --resume: starts over too
+    assert paths.last.is_file()
+
+
+@pytest.mark.parametrize("n", [17, 33])
+@pytest.mark.parametrize("model", ["attn_cnn", "efficientnet_lite0", "efficientnet_b0", "vit_tiny", "vit_b_16"])
+def test_a_last_batch_of_one_image_trains(tmp_path, model, n):
+    """N mod batch = 1 for every registered model (BatchNorm cannot take one image)."""
+    from imgcls.data.layouts import FOOD11_CLASSES
+
+    data = tmp_path / "d"
+    for i in range(n):
+        write_image(data / "training" / f"{i % 2}_{i}.png", colour=(200 * (i % 2), 90, 40), size=(32, 32), seed=i)
+    for i in range(2):
+        write_image(data / "validation" / f"{i}_{i}.png", size=(32, 32), seed=i)
+    assert FOOD11_CLASSES
+    options = dict(model=model, epochs=1, image_size=32, batch_size=16, augment="none", pretrained=False,
+                   finetune="full")  # fmt: skip
+    paths = train_tiny(data, tmp_path / "r", **options)
+    assert json.loads(paths.summary.read_text())["epochs_completed"] == 1
+
+
+def test_damaged_metrics_or_checkpoint_on_resume(capsys, demo_data, tmp_path):
+    paths = train_tiny(demo_data, tmp_path / "r", epochs=1)
+    paths.metrics.write_text("epoch,garbage\nx,1\n")
+    one_line_exit_2(capsys, ["train", "--resume", str(paths.root), "--epochs", "2"])
+    paths.metrics.unlink()
+    import torch
+
+    torch.save([1, 2, 3], paths.last)
+    line = one_line_exit_2(capsys, ["train", "--resume", str(paths.root), "--epochs", "2"])
+    assert "checkpoint" in line
+
+
+def test_predict_edge_cases(capsys, caplog, tiny_run, demo_data, tmp_path):
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "a.jpg").write_bytes(b"no")
+    (broken / "b.png").write_bytes(b"")
+    one_line_exit_2(capsys, ["predict", str(tiny_run), str(broken), "--out", str(tmp_path / "p.csv"), "--workers", "0"])
+    nested = tmp_path / "nested"
+    for sub in ("a", "b"):
+        (nested / sub).mkdir(parents=True)
+        shutil.copy(demo_data / "evaluation" / "0_0.jpg", nested / sub / "0.jpg")
+    (nested / "a" / "dangling.jpg").symlink_to(tmp_path / "gone.jpg")
+    assert main(["predict", str(tiny_run), str(nested), "--out", str(tmp_path / "n.csv"), "--workers", "0"]) == 0
+    ids = [line.split(",")[0] for line in (tmp_path / "n.csv").read_text().splitlines()[1:]]
+    assert ids == ["a/0.jpg", "b/0.jpg"]
+    assert "broken symbolic link" in caplog.text
+
+
+def test_model_json_that_was_edited(capsys, tiny_run, tmp_path):
+    from imgcls.export import export
+
+    out = tmp_path / "e"
+    export(tiny_run, "onnx", out=out)
+    info = json.loads((out / "model.json").read_text())
+    for broken in ({**info, "classes": "cat"}, {**info, "image_size": -4}, [1, 2], {**info, "image_size": True}):
+        (out / "model.json").write_text(json.dumps(broken))
+        one_line_exit_2(capsys, ["predict", str(out / "model.onnx"), str(tmp_path), "--out", str(tmp_path / "p.csv")])
+    (out / "model.json").write_text("{not json")
+    one_line_exit_2(capsys, ["serve", str(out / "model.onnx"), "--port", "1"])
+
+
+def test_many_classes_evaluate_and_report_stay_small(tmp_path):
+    """1,000 classes: evaluate and the report under 2 GB RSS, with bounded figures."""
+    code = f"""
+import resource, sys, json
+sys.path.insert(0, {str(__import__("pathlib").Path(__file__).parent)!r})
+from conftest import train_tiny, write_image
+from pathlib import Path
+root = Path({str(tmp_path)!r})
+data = root / "d"
+for c in range(1000):
+    write_image(data / "train" / f"c{{c:04d}}" / "a.png", colour=(c % 255, (7 * c) % 255, 90), size=(8, 8), seed=c)
+    write_image(data / "val" / f"c{{c:04d}}" / "a.png", colour=(c % 255, (7 * c) % 255, 90), size=(8, 8), seed=c)
+from imgcls.config import resolve_config
+from imgcls.compare import compare
+cfg = resolve_config(None, dict(data=str(data), epochs=1, image_size=32, batch_size=256, workers=0, augment="none"))
+compare(cfg, ["attn_cnn:num_heads=4"], root / "c", progress=False)
+print("RSS_MB", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+"""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rss = float(proc.stdout.split("RSS_MB")[1])
+    assert rss < 2048, rss
+    from PIL import Image
+
+    run = tmp_path / "c" / "attn_cnn-num_heads4"
+    with Image.open(run / "eval" / "validation" / "confusion_matrix.png") as im:
+        assert im.width * im.height < 2000 * 1200
+    assert (tmp_path / "c" / "report.html").stat().st_size < 10 * 2**20
