@@ -300,7 +300,9 @@ def add_config_flags(parser, *, exclude: set[str] = frozenset()) -> None:
             continue
         kind, _ = field_type(name)
         default = "" if f.default is None else f" (default: {f.default})"
-        help_ = (meta["help"] + ("" if "default" in meta["help"] or "recipe" in meta["help"] else default)).replace("%", "%%")
+        help_ = (meta["help"] + ("" if "default" in meta["help"] or "recipe" in meta["help"] else default)).replace(
+            "%", "%%"
+        )
         if kind is bool:
             parser.add_argument(
                 flag_name(name), dest=name, action=argparse.BooleanOptionalAction, default=None, help=help_
