@@ -53,8 +53,9 @@ def test_compare_spec_carries_the_recipe_fields(demo_data, tmp_path):
     assert variant_dirname("attn_cnn:num_heads=8+freeze=attn") == "attn_cnn-num_heads8-freezeattn"
     with pytest.raises(ImgclsError, match="recipe field"):
         parse_variant("attn_cnn+colour=blue")
-    cfg = resolve_config(None, dict(data=str(demo_data), epochs=1, image_size=32, batch_size=16, workers=0,
-                                    augment="light"))  # fmt: skip
+    cfg = resolve_config(
+        None, dict(data=str(demo_data), epochs=1, image_size=32, batch_size=16, workers=0, augment="light")
+    )
     out = tmp_path / "c"
     compare(cfg, ["attn_cnn:num_heads=4", "attn_cnn:num_heads=4+freeze=attn"], out, progress=False)
     frozen = json.loads((out / "attn_cnn-num_heads4-freezeattn" / "summary.json").read_text())
@@ -90,8 +91,11 @@ def test_evaluate_on_other_data_goes_to_its_own_folder(tiny_run, demo_data, tmp_
         cls = json.loads((tiny_run / "classes.json").read_text())[int(path.stem.split("_")[0])]
         (one / cls).mkdir(parents=True, exist_ok=True)
         shutil.copy(path, one / cls / path.name)
-    before = (tiny_run / "eval" / "evaluation" / "metrics.json").read_bytes() if (
-        tiny_run / "eval" / "evaluation" / "metrics.json").is_file() else None  # fmt: skip
+    before = (
+        (tiny_run / "eval" / "evaluation" / "metrics.json").read_bytes()
+        if (tiny_run / "eval" / "evaluation" / "metrics.json").is_file()
+        else None
+    )
     r = evaluate(tiny_run, data=str(one), workers=0)
     assert r["split"] == "all" and r["images"] == 33
     assert r["out"] == str(tiny_run / "eval" / "on-shapes" / "all")

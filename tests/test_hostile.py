@@ -27,15 +27,33 @@ def one_line_exit_2(capsys, argv):
 @pytest.mark.parametrize(
     "extra",
     [
-        ["--lr", "-1"], ["--lr", "nan"], ["--weight-decay", "-0.5"], ["--plateau-factor", "1"], ["--seed", "1e20"],
-        ["--precision", "fp12"], ["--accelerator", "tpu"], ["--strategy", "fsdp9"], ["--num-nodes", "0"],
-        ["--workers", "-1"], ["--image-size", "100000"], ["--epochs", "inf"], ["--epochs", "0"],
-        ["--batch-size", "x"], ["--val-split", "1.5"], ["--finetune", "last:0"], ["--devices", "many"],
-        ["--model", "attn_cnn:num_heads=0"], ["--model", "attn_cnn:num_heads=3"], ["--model", "nope"],
-        ["--freeze", "no_such_module"], ["--config", "/nonexistent.yaml"], ["--feature-cache", "-2"],
-        ["--unknown-flag"], ["--pretrained", "--no-pretrained", "--num-classes", "3"],
+        ["--lr", "-1"],
+        ["--lr", "nan"],
+        ["--weight-decay", "-0.5"],
+        ["--plateau-factor", "1"],
+        ["--seed", "1e20"],
+        ["--precision", "fp12"],
+        ["--accelerator", "tpu"],
+        ["--strategy", "fsdp9"],
+        ["--num-nodes", "0"],
+        ["--workers", "-1"],
+        ["--image-size", "100000"],
+        ["--epochs", "inf"],
+        ["--epochs", "0"],
+        ["--batch-size", "x"],
+        ["--val-split", "1.5"],
+        ["--finetune", "last:0"],
+        ["--devices", "many"],
+        ["--model", "attn_cnn:num_heads=0"],
+        ["--model", "attn_cnn:num_heads=3"],
+        ["--model", "nope"],
+        ["--freeze", "no_such_module"],
+        ["--config", "/nonexistent.yaml"],
+        ["--feature-cache", "-2"],
+        ["--unknown-flag"],
+        ["--pretrained", "--no-pretrained", "--num-classes", "3"],
     ],
-)  # fmt: skip
+)
 def test_bad_training_arguments(capsys, demo_data, tmp_path, extra):
     argv = ["train", "--data", str(demo_data), "--out", str(tmp_path / "r"), "--epochs", "1", "--image-size", "32"]
     if "--model" not in extra:
@@ -66,8 +84,24 @@ def test_two_real_processes_one_folder_and_ctrl_c(demo_data, tmp_path):
     import signal
     import time
 
-    argv = [sys.executable, "-m", "imgcls", "train", "--model", "attn_cnn", "--data", str(demo_data), "--epochs",
-            "500", "--image-size", "32", "--workers", "0", "--out", str(tmp_path / "r")]  # fmt: skip
+    argv = [
+        sys.executable,
+        "-m",
+        "imgcls",
+        "train",
+        "--model",
+        "attn_cnn",
+        "--data",
+        str(demo_data),
+        "--epochs",
+        "500",
+        "--image-size",
+        "32",
+        "--workers",
+        "0",
+        "--out",
+        str(tmp_path / "r"),
+    ]
     first = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     for _ in range(1200):  # until the first has finished an epoch: it holds the lock for sure
         if (tmp_path / "r" / "metrics.csv").is_file() or first.poll() is not None:
@@ -118,8 +152,9 @@ def test_a_last_batch_of_one_image_trains(tmp_path, model, n):
     for i in range(2):
         write_image(data / "validation" / f"{i}_{i}.png", size=(32, 32), seed=i)
     assert FOOD11_CLASSES
-    options = dict(model=model, epochs=1, image_size=32, batch_size=16, augment="none", pretrained=False,
-                   finetune="full")  # fmt: skip
+    options = dict(
+        model=model, epochs=1, image_size=32, batch_size=16, augment="none", pretrained=False, finetune="full"
+    )
     paths = train_tiny(data, tmp_path / "r", **options)
     assert json.loads(paths.summary.read_text())["epochs_completed"] == 1
 
@@ -209,3 +244,14 @@ print("RSS_MB", [int(ln.split()[1]) / 1024 for ln in open("/proc/self/status") i
     with Image.open(run / "eval" / "validation" / "confusion_matrix.png") as im:
         assert im.width * im.height < 2000 * 1200
     assert (tmp_path / "c" / "report.html").stat().st_size < 10 * 2**20
+
+
+def test_output_into_a_closed_pipe_is_no_traceback(tiny_run):
+    proc = subprocess.run(
+        f"{sys.executable} -m imgcls evaluate {tiny_run} --workers 0 | head -c 1",
+        shell=True,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert "Traceback" not in proc.stderr and "BrokenPipe" not in proc.stderr

@@ -17,7 +17,13 @@ from conftest import train_tiny
 def test_defaults_are_the_seed_recipe():
     cfg = TrainConfig()
     assert (cfg.optimizer, cfg.scheduler, cfg.warmup_epochs, cfg.label_smoothing, cfg.mixup, cfg.cutmix) == (
-        "adam", "plateau", 0.0, 0.0, 0.0, 0.0)  # fmt: skip
+        "adam",
+        "plateau",
+        0.0,
+        0.0,
+        0.0,
+        0.0,
+    )
     assert (cfg.ema, cfg.class_weights, cfg.sampler, cfg.logger) == (None, "none", "shuffle", None)
     opt = build_optimizer([torch.nn.Parameter(torch.zeros(2))], cfg)
     assert type(opt) is torch.optim.Adam and opt.defaults["weight_decay"] == 1e-4
@@ -107,8 +113,11 @@ def test_ema_weights_are_what_is_checkpointed_and_evaluated(demo_data, tmp_path)
     paths = train_tiny(demo_data, tmp_path / "e", epochs=2, ema=0.9)
     ckpt = load_state_dict_file(paths.best)
     averaged, raw = ckpt["state_dict"], ckpt["current_model_state"]
-    changed = [k for k in averaged if k.startswith("model.") and averaged[k].is_floating_point()
-               and not torch.equal(averaged[k], raw[k])]  # fmt: skip
+    changed = [
+        k
+        for k in averaged
+        if k.startswith("model.") and averaged[k].is_floating_point() and not torch.equal(averaged[k], raw[k])
+    ]
     assert changed  # the checkpoint's weights are the averaged ones, not the raw ones
     summary = json.loads(paths.summary.read_text())
     r = evaluate(paths.root, split="validation", workers=0, engine="torch")
@@ -139,8 +148,25 @@ def test_lr_find_plots_and_suggests(demo_data, tmp_path, capsys):
     from imgcls.cli import main
 
     plot = tmp_path / "lr.png"
-    code = main(["lr-find", "--model", "attn_cnn", "--data", str(demo_data), "--image-size", "32", "--batch-size",
-                 "8", "--workers", "0", "--steps", "30", "--plot", str(plot)])  # fmt: skip
+    code = main(
+        [
+            "lr-find",
+            "--model",
+            "attn_cnn",
+            "--data",
+            str(demo_data),
+            "--image-size",
+            "32",
+            "--batch-size",
+            "8",
+            "--workers",
+            "0",
+            "--steps",
+            "30",
+            "--plot",
+            str(plot),
+        ]
+    )
     assert code == 0 and plot.stat().st_size > 5000 and "learning rate" in capsys.readouterr().out
 
 

@@ -52,8 +52,9 @@ def test_report_counts_feature_time_and_flags_variants_that_did_not_learn(demo_d
     from imgcls.report.collect import collect
 
     monkeypatch.setenv("IMGCLS_CACHE", str(tmp_path / "cache"))
-    cfg = resolve_config(None, dict(data=str(demo_data), epochs=2, image_size=32, batch_size=16, workers=0,
-                                    augment="none", lr=1e-9))  # fmt: skip
+    cfg = resolve_config(
+        None, dict(data=str(demo_data), epochs=2, image_size=32, batch_size=16, workers=0, augment="none", lr=1e-9)
+    )
     compare(cfg, ["efficientnet_lite0", "attn_cnn:num_heads=4+lr=0.001"], tmp_path / "c", progress=False)
     variants = {v.name: v for v in collect(tmp_path / "c")}
     lite = variants["efficientnet_lite0"]

@@ -26,6 +26,7 @@ TARGETS = {
     "head_epoch": 5.0,
     "cached_epoch": 100.0,
     "full_finetune": 1.5,
+    "partial": 10.0,
     "inference": 5.0,
     "augment": 2.0,
     "malloc_tuning": 1.1,

@@ -203,7 +203,7 @@ def measure_cached_epoch(side: str, a: dict) -> dict:
         "value": epoch_s,
         "unit": "s/epoch",
         "note": f"epochs 2-3 from the memory-mapped cache; whole 3-epoch run incl. feature extraction {total:.1f}s; "
-        f"cache {cache_mb:.1f} MB for {n + 11} images (1280 float32 each)",
+        f"cache {cache_mb:.1f} MB for {n + 11} images (1280 fp16 each)",
     }
 
 
@@ -225,14 +225,18 @@ def measure_partial(side: str, a: dict) -> dict:
     data = Path(a["data"])
     os.environ["IMGCLS_CACHE"] = str(Path(a["tmp"]) / "cache")
     t0 = time.perf_counter()
-    timer = _imgcls_train(a, data, str(Path(a["tmp"]) / "run-partial"), finetune="last:3", augment="reference",
-                          feature_cache=1, epochs=3)  # fmt: skip
+    timer = _imgcls_train(
+        a, data, str(Path(a["tmp"]) / "run-partial"), finetune="last:3", augment="reference", feature_cache=1, epochs=3
+    )
     total = time.perf_counter() - t0
     n = len(jpeg_paths(data))
     epoch_s = statistics.median(n / timer.images_per_s(e) for e in (1, 2))
-    return {"value": epoch_s, "unit": "s/epoch",
-            "note": f"last:3 (blocks 6.0, 7, conv head + head) from 1 cached view; whole 3-epoch run incl. activation "
-                    f"extraction {total:.1f}s"}  # fmt: skip
+    return {
+        "value": epoch_s,
+        "unit": "s/epoch",
+        "note": f"last:3 (features.6.3, 7.0, 8 + head) from 1 cached view; whole 3-epoch run incl. activation "
+        f"extraction {total:.1f}s",
+    }
 
 
 def measure_malloc_tuning(side: str, a: dict) -> dict:

@@ -177,8 +177,14 @@ def cmd_export(args) -> int:
 def cmd_serve(args) -> int:
     from imgcls.serve.app import serve
 
-    serve(args.run, host=args.host, port=args.port, max_upload_mb=args.max_upload_mb, max_pixels=args.max_pixels,
-          upload_timeout=args.upload_timeout)  # fmt: skip
+    serve(
+        args.run,
+        host=args.host,
+        port=args.port,
+        max_upload_mb=args.max_upload_mb,
+        max_pixels=args.max_pixels,
+        upload_timeout=args.upload_timeout,
+    )
     return 0
 
 
@@ -252,8 +258,15 @@ def cmd_explain(args) -> int:
 def cmd_predict(args) -> int:
     from imgcls.predict import predict
 
-    r = predict(args.run, args.inputs, out=args.out, topk=args.topk, batch_size=args.batch_size, workers=args.workers,
-                tta=args.tta)  # fmt: skip
+    r = predict(
+        args.run,
+        args.inputs,
+        out=args.out,
+        topk=args.topk,
+        batch_size=args.batch_size,
+        workers=args.workers,
+        tta=args.tta,
+    )
     for name, cls, prob in r["first"]:
         print(f"  {name}: {cls} ({prob:.3f})")
     more = f" ({len(r['skipped'])} unreadable, skipped: {', '.join(r['skipped'][:5])})" if r["skipped"] else ""
@@ -430,10 +443,17 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _quiet_libraries()
     try:
-        return args.func(args)
+        code = args.func(args)
+        sys.stdout.flush()  # inside the try: a closed pipe is reported here, not at interpreter exit
+        return code
     except ImgclsError as exc:
         print(f"imgcls: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("imgcls: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `imgcls evaluate RUN | head`: the reader left; say nothing more
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141

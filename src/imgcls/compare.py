@@ -34,8 +34,10 @@ def parse_variant(spec: str) -> tuple[str, dict]:
         key, eq, value = item.partition("=")
         key = key.strip().replace("-", "_")
         if not eq or key not in FIELDS or key in ("model", "data", "out"):
-            raise ImgclsError(f"bad variant {spec!r}: {item!r} is not field=value for a recipe field "
-                              "(e.g. +freeze=attn, +finetune=full, +lr=3e-4)")  # fmt: skip
+            raise ImgclsError(
+                f"bad variant {spec!r}: {item!r} is not field=value for a recipe field "
+                "(e.g. +freeze=attn, +finetune=full, +lr=3e-4)"
+            )
         overrides[key] = coerce(key, value.strip())
     return model.strip(), overrides
 
@@ -125,10 +127,13 @@ def compare(
     if len(set(dirnames)) != len(dirnames):
         raise ImgclsError(f"the same variant appears twice in --models: {' '.join(specs)}")
     out = Path(out)
-    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / "compare.json").is_file())):
+    foreign = out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / "compare.json").is_file()))
+    if foreign and global_rank() == 0:  # other processes of a DDP run see rank 0's first writes
         if not force:
-            raise ImgclsError(f"{out} holds files that are not an imgcls comparison; choose another --out "
-                              "(or pass --force to write into it anyway)")  # fmt: skip
+            raise ImgclsError(
+                f"{out} holds files that are not an imgcls comparison; choose another --out "
+                "(or pass --force to write into it anyway)"
+            )
     out.mkdir(parents=True, exist_ok=True)
     splits = discover(base.data, val_split=base.val_split, seed=base.seed)
     has_heldout = bool(splits.test) and splits.test_labeled

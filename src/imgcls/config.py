@@ -115,22 +115,38 @@ class TrainConfig:
     optimizer: str = opt("adam", "optimizer", choices=("adam", "adamw", "sgd"))
     momentum: float = opt(0.9, "SGD momentum", lo=0, hi=1, hi_open=True)
     nesterov: bool = opt(False, "Nesterov momentum for SGD")
-    scheduler: str = opt("plateau", "learning-rate schedule: ReduceLROnPlateau on val_loss (recipe), cosine "
-                         "decay per step, or one-cycle", choices=("plateau", "cosine", "onecycle"))  # fmt: skip
+    scheduler: str = opt(
+        "plateau",
+        "learning-rate schedule: ReduceLROnPlateau on val_loss (recipe), cosine decay per step, or one-cycle",
+        choices=("plateau", "cosine", "onecycle"),
+    )
     warmup_epochs: float = opt(0.0, "linear learning-rate warm-up from 1% over this many epochs", lo=0, hi=1000)
     label_smoothing: float = opt(0.0, "label smoothing of the cross-entropy targets", lo=0, hi=1, hi_open=True)
     mixup: float = opt(0.0, "mixup alpha (timm Mixup, soft-target loss; 0: off)", lo=0, hi=10)
     cutmix: float = opt(0.0, "cutmix alpha (timm Mixup; 0: off)", lo=0, hi=10)
-    ema: float | None = opt(None, "keep an exponential moving average of the weights with this decay (e.g. 0.999); "
-                            "validation, best.ckpt and everything after use the averaged weights",
-                            lo=0, hi=1, lo_open=True, hi_open=True)  # fmt: skip
-    class_weights: str = opt("none", "weight the loss by inverse class frequency (balanced)",
-                             choices=("none", "balanced"))  # fmt: skip
-    sampler: str = opt("shuffle", "training order: shuffle, or balanced (draw every class equally often)",
-                       choices=("shuffle", "balanced"))  # fmt: skip
-    logger: list[str] | None = opt(None, "also log to csv | tensorboard | mlflow (into the run folder; "
-                                   "metrics.csv is always written)", choices=("csv", "tensorboard", "mlflow"),
-                                   resumable=True)  # fmt: skip
+    ema: float | None = opt(
+        None,
+        "keep an exponential moving average of the weights with this decay (e.g. 0.999); "
+        "validation, best.ckpt and everything after use the averaged weights",
+        lo=0,
+        hi=1,
+        lo_open=True,
+        hi_open=True,
+    )
+    class_weights: str = opt(
+        "none", "weight the loss by inverse class frequency (balanced)", choices=("none", "balanced")
+    )
+    sampler: str = opt(
+        "shuffle",
+        "training order: shuffle, or balanced (draw every class equally often)",
+        choices=("shuffle", "balanced"),
+    )
+    logger: list[str] | None = opt(
+        None,
+        "also log to csv | tensorboard | mlflow (into the run folder; metrics.csv is always written)",
+        choices=("csv", "tensorboard", "mlflow"),
+        resumable=True,
+    )
     freeze: list[str] | None = opt(
         None,
         "module-name globs to freeze on top of --finetune (no gradient, left out of the optimizer, "

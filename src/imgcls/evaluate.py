@@ -107,8 +107,15 @@ def confusion_png(matrix: torch.Tensor, classes: list[str], path: Path, title: s
             f"{int(v):>5}  {classes[int(k) // n][:28]} -> {classes[int(k) % n][:28]}" for v, k in zip(values, flat)
         ]
         side.axis("off")
-        side.text(0, 1, "most confused (true -> predicted)\n\n" + "\n".join(lines), va="top", family="monospace",
-                  fontsize=8, transform=side.transAxes)  # fmt: skip
+        side.text(
+            0,
+            1,
+            "most confused (true -> predicted)\n\n" + "\n".join(lines),
+            va="top",
+            family="monospace",
+            fontsize=8,
+            transform=side.transAxes,
+        )
     ax.set_title(title, fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=100)

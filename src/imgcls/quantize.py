@@ -45,8 +45,15 @@ def quantize_int8(fp32: Path, out: Path, *, calibration, validation, transform, 
 
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
     try:
-        quantize_static(str(fp32), str(tmp), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)  # fmt: skip
+        quantize_static(
+            str(fp32),
+            str(tmp),
+            Reader(),
+            quant_format=QuantFormat.QDQ,
+            per_channel=True,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+        )
         ref, q = OrtRunner(fp32), OrtRunner(tmp)
         same = total = 0
         for x in _batches(validation, transform, 32):
@@ -54,13 +61,19 @@ def quantize_int8(fp32: Path, out: Path, *, calibration, validation, transform, 
             total += len(x)
         agreement = same / max(1, total)
         if agreement < MIN_AGREEMENT:
-            raise ImgclsError(f"int8 model agrees with fp32 on {agreement:.2%} of {total} validation images "
-                              f"(< {MIN_AGREEMENT:.0%}): not written; keep the fp32 export")  # fmt: skip
+            raise ImgclsError(
+                f"int8 model agrees with fp32 on {agreement:.2%} of {total} validation images "
+                f"(< {MIN_AGREEMENT:.0%}): not written; keep the fp32 export"
+            )
         os.replace(tmp, out)
     finally:
         Path(tmp).unlink(missing_ok=True)
-    return {"int8_top1_agreement": agreement, "agreement_images": total,
-            "calibration_images": min(calib_images, len(calibration)), "int8_size_mb": out.stat().st_size / 2**20}  # fmt: skip
+    return {
+        "int8_top1_agreement": agreement,
+        "agreement_images": total,
+        "calibration_images": min(calib_images, len(calibration)),
+        "int8_size_mb": out.stat().st_size / 2**20,
+    }
 
 
 def timed(runner, image_size: int, batch: int = 32, repeats: int = 5) -> float:

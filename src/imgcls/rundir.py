@@ -123,8 +123,10 @@ def read_metrics(path: Path) -> list[dict[str, Any]]:
     try:
         return _parse_metrics(path)
     except (ValueError, TypeError, csv.Error, UnicodeDecodeError) as exc:
-        raise ImgclsError(f"{path} is damaged ({type(exc).__name__}: {str(exc)[:120]}); delete it to go on (its "
-                          "earlier rows are lost), or start the run over with --force") from None  # fmt: skip
+        raise ImgclsError(
+            f"{path} is damaged ({type(exc).__name__}: {str(exc)[:120]}); delete it to go on (its "
+            "earlier rows are lost), or start the run over with --force"
+        ) from None
 
 
 def _parse_metrics(path: Path) -> list[dict[str, Any]]:
@@ -226,8 +228,10 @@ class RunLock:
             holder = self.fh.read().strip() or "unknown"
             self.fh.close()
             self.fh = None
-            raise ImgclsError(f"{self.root} is being written by another imgcls process (PID {holder}); "
-                              "wait for it to finish, or use another --out") from None  # fmt: skip
+            raise ImgclsError(
+                f"{self.root} is being written by another imgcls process (PID {holder}); "
+                "wait for it to finish, or use another --out"
+            ) from None
         self.fh.seek(0)
         self.fh.truncate()
         self.fh.write(f"{os.getpid()}\n")

@@ -139,8 +139,10 @@ def _check_flat_indices(by_index: dict[int, list[Path]], where: Path, distinct: 
     wild = sorted(str(p) for i, paths in by_index.items() if i > bound for p in paths)
     if wild:
         shown = ", ".join(Path(p).name for p in wild[:10]) + (f" ... ({len(wild)} in all)" if len(wild) > 10 else "")
-        raise ImgclsError(f"{where}: implausible class index in {shown} ({distinct} distinct indices, so "
-                          f"indices above {bound} look like misnamed files); rename or remove them")  # fmt: skip
+        raise ImgclsError(
+            f"{where}: implausible class index in {shown} ({distinct} distinct indices, so "
+            f"indices above {bound} look like misnamed files); rename or remove them"
+        )
 
 
 def _flat_class_names(root: Path, indices: set[int]) -> list[str]:
@@ -208,8 +210,10 @@ def discover(
 
 
 def _need_val_split(root: Path, have: str) -> ImgclsError:
-    return ImgclsError(f"{root} has {have} but no validation split; pass --val-split 0.2 to hold out a stratified "
-                       "fifth of the training images (or add a validation/ folder)")  # fmt: skip
+    return ImgclsError(
+        f"{root} has {have} but no validation split; pass --val-split 0.2 to hold out a stratified "
+        "fifth of the training images (or add a validation/ folder)"
+    )
 
 
 def _discover_splits(root: Path, splits: dict[str, Path], val_split: float | None, seed: int) -> DatasetSplits:

@@ -84,8 +84,10 @@ def check_space(folder: Path, size: int, what: str) -> None:
     if size + 256 * 2**20 > free:
         from imgcls.errors import ImgclsError
 
-        raise ImgclsError(f"the feature cache needs {size / 2**20:.0f} MB but {folder} has {free / 2**20:.0f} MB free; "
-                          "free some space, point $IMGCLS_CACHE elsewhere, or use fewer views (--feature-cache K)")  # fmt: skip
+        raise ImgclsError(
+            f"the feature cache needs {size / 2**20:.0f} MB but {folder} has {free / 2**20:.0f} MB free; "
+            "free some space, point $IMGCLS_CACHE elsewhere, or use fewer views (--feature-cache K)"
+        )
 
 
 def _load(folder: Path, hit: bool) -> CachedFeatures:
@@ -145,8 +147,15 @@ def get_features(
             seen[idx] = True
 
         with isolated_rng(seed + view):
-            predict_samples(predictor, samples, transform=transform, batch_size=batch_size, workers=workers,
-                            probabilities=False, on_batch=store)  # fmt: skip
+            predict_samples(
+                predictor,
+                samples,
+                transform=transform,
+                batch_size=batch_size,
+                workers=workers,
+                probabilities=False,
+                on_batch=store,
+            )
         keep &= seen
         log.info("features: view %d/%d of %d images", view + 1, views, len(samples))
     # Images that failed to decode in any view are dropped (each was logged by the loader).

@@ -30,16 +30,31 @@ def lr_find(cfg: TrainConfig, plot: str | Path, *, steps: int = 100, min_lr: flo
     splits, _ = scan_splits(splits, strict=cfg.strict)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     module = build_module(cfg, [s.label for s in splits.train])
-    data = ImageDataModule(splits, image_size=cfg.image_size, augment=cfg.augment, batch_size=cfg.batch_size,
-                           workers=cfg.workers, seed=cfg.seed)  # fmt: skip
-    trainer = L.Trainer(max_epochs=10_000, accelerator=cfg.accelerator, devices=1, logger=False, precision=cfg.precision,
-                        enable_checkpointing=False, enable_model_summary=False, enable_progress_bar=False,
-                        default_root_dir=str(Path(plot).resolve().parent))  # fmt: skip
+    data = ImageDataModule(
+        splits,
+        image_size=cfg.image_size,
+        augment=cfg.augment,
+        batch_size=cfg.batch_size,
+        workers=cfg.workers,
+        seed=cfg.seed,
+    )
+    trainer = L.Trainer(
+        max_epochs=10_000,
+        accelerator=cfg.accelerator,
+        devices=1,
+        logger=False,
+        precision=cfg.precision,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        enable_progress_bar=False,
+        default_root_dir=str(Path(plot).resolve().parent),
+    )
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode.*")
         warnings.filterwarnings("ignore", message=".*does not have many workers.*")
-        result = Tuner(trainer).lr_find(module, datamodule=data, min_lr=min_lr, max_lr=max_lr,
-                                        num_training=steps, update_attr=False)  # fmt: skip
+        result = Tuner(trainer).lr_find(
+            module, datamodule=data, min_lr=min_lr, max_lr=max_lr, num_training=steps, update_attr=False
+        )
     if result is None:
         raise ImgclsError("the learning-rate search stopped before it had enough points (a larger dataset or --steps)")
     suggestion = result.suggestion()
@@ -47,8 +62,11 @@ def lr_find(cfg: TrainConfig, plot: str | Path, *, steps: int = 100, min_lr: flo
 
     matplotlib.use("Agg")
     fig = result.plot(suggest=suggestion is not None, show=False)
-    fig.axes[0].set_title(f"{cfg.model}: loss against learning rate (suggested {suggestion:.2g})" if suggestion
-                          else f"{cfg.model}: loss against learning rate")  # fmt: skip
+    fig.axes[0].set_title(
+        f"{cfg.model}: loss against learning rate (suggested {suggestion:.2g})"
+        if suggestion
+        else f"{cfg.model}: loss against learning rate"
+    )
     Path(plot).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(plot, dpi=100)
     return {"suggestion": suggestion, "plot": str(plot), "points": len(result.results.get("lr", []))}

@@ -84,8 +84,13 @@ def make_loggers(names: list[str] | None, root: Path) -> list:
             elif name == "mlflow":
                 from lightning.pytorch.loggers import MLFlowLogger
 
-                loggers.append(MLFlowLogger(experiment_name="imgcls", run_name=root.name,
-                                            tracking_uri=(root / "logs" / "mlruns").resolve().as_uri()))  # fmt: skip
+                loggers.append(
+                    MLFlowLogger(
+                        experiment_name="imgcls",
+                        run_name=root.name,
+                        tracking_uri=(root / "logs" / "mlruns").resolve().as_uri(),
+                    )
+                )
         except (ImportError, ModuleNotFoundError) as exc:
             raise ImgclsError(f"--logger {name} needs an extra package: pip install 'imgcls[{name}]' ({exc})") from None
     return loggers
@@ -184,11 +189,15 @@ def prepare_run(
             raise ImgclsError(f"cannot resume: the classes in {cfg.data} differ from {paths.classes}")
     elif global_rank() == 0:
         if state == "foreign" and not force:
-            raise ImgclsError(f"{paths.root} holds files that are not an imgcls run; choose another --out "
-                              "(or pass --force to write into it anyway)")  # fmt: skip
+            raise ImgclsError(
+                f"{paths.root} holds files that are not an imgcls run; choose another --out "
+                "(or pass --force to write into it anyway)"
+            )
         if state == "run" and paths.last.is_file() and not force:
-            raise ImgclsError(f"{paths.root} already holds a run; resume it with --resume {paths.root}, choose "
-                              "another --out, or pass --force to start it over")  # fmt: skip
+            raise ImgclsError(
+                f"{paths.root} already holds a run; resume it with --resume {paths.root}, choose "
+                "another --out, or pass --force to start it over"
+            )
         if state == "run":  # --force, or an interrupted run without a completed epoch: start over
             clear_run(paths.root)
     if global_rank() == 0:  # one writer; other processes of a DDP run read the same files

@@ -45,8 +45,15 @@ def _timm_efficientnet(m) -> list[Stage]:
     stages.append(Stage("conv_head", nn.Sequential(m.conv_head, m.bn2), True))
     stages.append(Stage("pool", m.global_pool, False))
     drop = m.drop_rate
-    stages.append(Stage("head", Step(lambda x: m.classifier(nn.functional.dropout(x, drop, m.classifier.training)),
-                                     classifier=m.classifier), True))  # fmt: skip
+    stages.append(
+        Stage(
+            "head",
+            Step(
+                lambda x: m.classifier(nn.functional.dropout(x, drop, m.classifier.training)), classifier=m.classifier
+            ),
+            True,
+        )
+    )
     return stages
 
 

@@ -165,7 +165,7 @@ def build_report(root: str | Path) -> Path:
     data = variants[0].summary
     subtitle = (
         f"{len(variants)} variants · {data.get('num_classes')} classes · {data.get('train_images')} training / "
-        f"{data.get('val_images')} validation images · {data.get('image_size')} px · device {data.get('device')}"
+        f"{data.get('val_images')} validation images · {'/'.join(str(x) for x in sorted({v.summary.get('image_size') for v in variants}))} px · device {data.get('device')}"
     )
 
     # Markdown

@@ -107,7 +107,7 @@ def gallery_html(rows: list[dict], *, count: int = 16, per_class: int = 3, max_c
             r,
             f"true <b>{html.escape(r['true'])}</b><br>predicted <b>{html.escape(r['predicted'])}</b>"
             f" ({r['probability']:.2f})",
-        )  # fmt: skip
+        )
         for r in errors
     )
     right = "".join(

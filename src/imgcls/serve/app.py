@@ -131,15 +131,23 @@ def serve(
 
     from imgcls.errors import ImgclsError
 
-    for name, value in (("--max-upload-mb", max_upload_mb), ("--max-pixels", max_pixels),
-                        ("--upload-timeout", upload_timeout)):  # fmt: skip
+    for name, value in (
+        ("--max-upload-mb", max_upload_mb),
+        ("--max-pixels", max_pixels),
+        ("--upload-timeout", upload_timeout),
+    ):
         if not value > 0:
             raise ImgclsError(f"{name} must be positive, got {value}")
     if not 0 < port < 65536:
         raise ImgclsError(f"--port must be between 1 and 65535, got {port}")
     predictor = load_predictor(ref)
     allowed = LOOPBACK_HOSTS if host in LOOPBACK_HOSTS else None
-    app = create_app(predictor, max_upload_mb=max_upload_mb, max_pixels=max_pixels, allowed_hosts=allowed,
-                     upload_timeout=upload_timeout)  # fmt: skip
+    app = create_app(
+        predictor,
+        max_upload_mb=max_upload_mb,
+        max_pixels=max_pixels,
+        allowed_hosts=allowed,
+        upload_timeout=upload_timeout,
+    )
     print(f"serving {predictor.name} ({len(predictor.classes)} classes, {predictor.engine}) on http://{host}:{port}/")
     uvicorn.run(app, host=host, port=port, log_level="warning")
