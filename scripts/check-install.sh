@@ -16,9 +16,13 @@ echo "built $(basename "$wheel") (serve/page.html inside)"
 python3.11 -m venv "$work/v311"
 "$work/v311/bin/pip" install -q -c constraints.txt "$wheel" 2>&1 | grep -v "is ignored" || true
 "$work/v311/bin/imgcls" --help >/dev/null && echo "3.11: full install, imgcls --help ok"
-"$work/v311/bin/imgcls" models --num-classes 3 | grep -q attn_cnn && echo "3.11: imgcls models ok"
+models=$("$work/v311/bin/imgcls" models --num-classes 3)
+grep -q attn_cnn <<<"$models" && echo "3.11: imgcls models ok"
 for v in 3.10 3.12; do
-  py=$(command -v "python$v" || ls /root/.pyenv/versions/$v*/bin/python$v 2>/dev/null | head -1)
+  py=""
+  for candidate in $(ls -d /root/.pyenv/versions/$v*/bin/python$v 2>/dev/null) $(command -v "python$v" || true); do
+    if "$candidate" -c pass 2>/dev/null; then py=$candidate; break; fi
+  done
   [ -n "$py" ] || { echo "python$v not found: skipped"; continue; }
   "$py" -m venv "$work/v$v"
   "$work/v$v/bin/pip" install -q --no-deps "$wheel" pyyaml 2>&1 | grep -v "is ignored" || true

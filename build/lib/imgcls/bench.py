@@ -1,0 +1,205 @@
+"""``imgcls bench``: imgcls's fast paths against a reference-style PyTorch loop, side by side in one run.
+
+Each (measure, side) runs in its own subprocess so that its peak resident memory is its own. The
+baseline is what the original notebooks did: torchvision ImageFolder, the torchvision reference
+transforms, a plain loop, every parameter ``requires_grad=True`` with only the head in the optimizer,
+eager NCHW fp32. Both sides get the same images, batch size, sample count and worker count.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from imgcls.malloc import DISABLE_ENV
+
+TARGETS = {
+    "head_epoch": 5.0,
+    "cached_epoch": 100.0,
+    "full_finetune": 1.5,
+    "partial": 10.0,
+    "inference": 5.0,
+    "augment": 2.0,
+    "malloc_tuning": 1.1,
+}
+CLASSES = 11
+
+
+def make_photos(root: Path, n: int, seed: int = 0) -> None:
+    """Food-11-like JPEGs (512x384 and 384x512, textured) in train/<class>/ plus a tiny val/ split."""
+    from imgcls.data.demo import render
+
+    rng = np.random.default_rng(seed)
+    for split, count in (("train", n), ("val", CLASSES)):
+        for i in range(count):
+            cls = i % CLASSES
+            small = render(cls, 128, rng)
+            size = (512, 384) if i % 3 else (384, 512)
+            photo = np.asarray(small.resize(size, Image.BICUBIC), dtype=np.float32)
+            photo += rng.normal(0, 6, photo.shape)  # sensor-like grain, so JPEG sizes look like photos
+            folder = root / split / f"c{cls:02d}"
+            folder.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(photo.clip(0, 255).astype(np.uint8)).save(folder / f"{cls}_{i}.jpg", quality=90)
+
+
+def machine() -> dict:
+    cpu = {"model": platform.processor() or "unknown", "mhz": None, "avx512": False}
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+        for line in text.splitlines():
+            if line.startswith("model name") and cpu["model"] in ("unknown", "", "x86_64"):
+                cpu["model"] = line.split(":", 1)[1].strip()
+            if line.startswith("cpu MHz") and cpu["mhz"] is None:
+                cpu["mhz"] = float(line.split(":", 1)[1])
+        cpu["avx512"] = " avx512f " in text
+    except OSError:
+        pass
+    import torch
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    flops_per_cycle = 64 if cpu["avx512"] else 32  # fp32 FMA: 2 units x (16 or 8 lanes) x 2 FLOPs
+    peak = cores * (cpu["mhz"] or 0) / 1000 * flops_per_cycle
+    return {
+        "cpu": cpu["model"],
+        "cores": cores,
+        "mhz": cpu["mhz"],
+        "fp32_flops_per_cycle_per_core": flops_per_cycle,
+        "peak_gflops": round(peak, 1),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+    }
+
+
+def side_environment(measure: str, side: str) -> dict:
+    """The baseline runs with the environment of a user's notebook: no malloc tunables, no imgcls tuning."""
+    env = {k: v for k, v in os.environ.items() if k != "GLIBC_TUNABLES"}
+    if side == "baseline":
+        env[DISABLE_ENV] = "0"  # only read by imgcls code; the malloc_tuning baseline is imgcls untuned
+    return env
+
+
+def _run_worker(measure: str, side: str, args: dict, env: dict) -> dict:
+    proc = subprocess.run(
+        [sys.executable, "-m", "imgcls.bench_worker", measure, side, json.dumps(args)],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
+    if proc.returncode != 0 or not lines:
+        raise RuntimeError(f"bench worker {measure}/{side} failed:\n{proc.stderr[-3000:]}")
+    return json.loads(lines[-1])
+
+
+def run_bench(
+    *,
+    quick: bool = False,
+    images: int | None = None,
+    batch_size: int | None = None,
+    workers: int | None = None,
+    json_path: str | None = None,
+) -> dict:
+    from imgcls.data.datamodule import default_workers
+    from imgcls.engine.onnx_engine import onnxruntime_available
+
+    n = images or (64 if quick else 512)
+    bs = batch_size or (32 if quick else 64)
+    args = {
+        "batch_size": bs,
+        "workers": default_workers() if workers is None else workers,
+        "repeats": 2 if quick else 3,
+        "full_images": 2 * bs if quick else 4 * bs,
+    }
+    info = machine()
+    results = {
+        "machine": info,
+        "settings": {
+            "images": n,
+            **args,
+            "model": "efficientnet_b0",
+            "image_size": 224,
+            "weights": "random init (speed does not depend on weight values)",
+            "onnxruntime": onnxruntime_available(),
+        },
+        "measures": [],
+    }
+    with tempfile.TemporaryDirectory(prefix="imgcls-bench-") as tmp:
+        root = Path(tmp)
+        print(
+            f"bench: {n} synthetic 512x384 JPEGs, EfficientNet-B0 at 224 px, batch {bs}, "
+            f"{args['workers']} loader worker(s), {info['cores']} cores"
+        )
+        make_photos(root / "data", n)
+        args = {**args, "data": str(root / "data"), "tmp": str(root)}
+        raw = {}
+        environments = {}
+        for measure in TARGETS:
+            for side in ("baseline", "imgcls"):
+                if measure in ("cached_epoch", "partial") and side == "baseline":
+                    continue  # the reference loop has no cache: see below
+                t0 = time.perf_counter()
+                env = side_environment(measure, side)
+                environments[side] = {k: env.get(k) for k in ("GLIBC_TUNABLES", DISABLE_ENV, "OMP_NUM_THREADS")}
+                raw[(measure, side)] = _run_worker(measure, side, args, env)
+                r = raw[(measure, side)]
+                print(
+                    f"  {measure:<14}{side:<9} {r['value']:>10.3f} {r['unit']:<9} peak RSS {r['peak_rss_mb']:>7.0f} MB"
+                    f"  ({time.perf_counter() - t0:.0f}s)"
+                )
+        raw[("cached_epoch", "baseline")] = raw[("head_epoch", "baseline")]
+        full = raw[("full_finetune", "baseline")]  # img/s -> s/epoch over the same images as the partial run
+        raw[("partial", "baseline")] = {**full, "value": n / full["value"], "unit": "s/epoch"}
+    results["environments"] = {**environments, "imgcls_in_process": "imgcls.malloc.tune_malloc() (mallopt)"}
+    for measure, target in TARGETS.items():
+        b, m = raw[(measure, "baseline")], raw[(measure, "imgcls")]
+        higher_is_better = b["unit"].endswith("/s")
+        ratio = (m["value"] / b["value"]) if higher_is_better else (b["value"] / m["value"])
+        entry = {
+            "name": measure,
+            "unit": b["unit"],
+            "baseline": round(b["value"], 4),
+            "imgcls": round(m["value"], 4),
+            "ratio": round(ratio, 2),
+            "target": target,
+            "met": ratio >= target,
+            "baseline_peak_rss_mb": round(b["peak_rss_mb"]),
+            "imgcls_peak_rss_mb": round(m["peak_rss_mb"]),
+            "baseline_worker_peak_rss_mb": round(b["worker_peak_rss_mb"]),
+            "imgcls_worker_peak_rss_mb": round(m["worker_peak_rss_mb"]),
+        }
+        for side, r in (("baseline", b), ("imgcls", m)):
+            if r.get("gflops_per_s") is not None:
+                entry[f"{side}_gflops_per_s"] = round(r["gflops_per_s"], 1)
+            if r.get("note"):
+                entry[f"{side}_note"] = r["note"]
+        results["measures"].append(entry)
+    print_table(results)
+    if json_path:
+        Path(json_path).write_text(json.dumps(results, indent=2) + "\n")
+        print(f"wrote {json_path}")
+    return results
+
+
+def print_table(results: dict) -> None:
+    peak = results["machine"]["peak_gflops"]
+    print(
+        f"\n{'measure':<15}{'unit':<10}{'baseline':>11}{'imgcls':>11}{'ratio':>8}{'target':>8}  met  "
+        f"{'main RSS MB (base/imgcls)':>26}  GFLOP/s (peak {peak})"
+    )
+    for m in results["measures"]:
+        gf = "/".join(str(m.get(f"{s}_gflops_per_s", "-")) for s in ("baseline", "imgcls"))
+        print(
+            f"{m['name']:<15}{m['unit']:<10}{m['baseline']:>11.3f}{m['imgcls']:>11.3f}{m['ratio']:>7.1f}x"
+            f"{m['target']:>7g}x  {'yes' if m['met'] else 'NO ':<4} {m['baseline_peak_rss_mb']:>15}/"
+            f"{m['imgcls_peak_rss_mb']:<10} {gf}"
+        )

@@ -1,0 +1,333 @@
+"""Typed training configuration: defaults < YAML file < command-line flags.
+
+``TrainConfig`` is the single source: each field's type hint decides how values are coerced, its
+metadata (help, choices, range, resumable) generates the CLI flag, validates YAML and flags alike, and
+says whether ``--resume`` may change it. One new option is one new field.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import types
+import typing
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from imgcls.errors import ImgclsError
+
+AUGMENTS = ("reference", "reference-torchvision", "light", "none")
+PRECISIONS = ("32-true", "32", "16-mixed", "bf16-mixed", "16-true", "bf16-true", "64-true", "64")
+ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps")
+STRATEGIES = ("auto", "ddp", "ddp_spawn", "ddp_find_unused_parameters_true")
+SEED_MAX = 2**32 - 1  # numpy's and Lightning's seed range
+
+
+def opt(
+    default: Any,
+    help: str,
+    *,
+    choices=None,
+    lo=None,
+    hi=None,
+    lo_open=False,
+    hi_open=False,
+    resumable: bool = False,
+    flag: bool = True,
+    check=None,
+) -> Any:
+    """A config field: ``lo``/``hi`` bound numbers (``*_open``: the bound itself is excluded);
+    ``check(value) -> str | None`` returns a complaint for values a range cannot describe."""
+    meta = dict(
+        help=help,
+        choices=choices,
+        lo=lo,
+        hi=hi,
+        lo_open=lo_open,
+        hi_open=hi_open,
+        resumable=resumable,
+        flag=flag,
+        check=check,
+    )
+    return field(default=default, metadata=meta)
+
+
+def _check_devices(value: str) -> str | None:
+    text = value.strip()
+    if text in ("auto", "-1") or text.isdigit():
+        return None
+    parts = [p.strip() for p in text.split(",")]
+    if len(parts) > 1 and all(p.isdigit() for p in parts if p):
+        return None
+    return "expected a count, 'auto' or a list like 0,1"
+
+
+def parse_finetune(value: str) -> int | None:
+    """``last:N`` -> N; ``head`` -> 0 (only the head trains); ``full`` -> None (everything trains)."""
+    if value == "full":
+        return None
+    if value == "head":
+        return 0
+    prefix, _, number = value.partition(":")
+    if prefix != "last" or not number.isdigit() or int(number) < 1:
+        raise ImgclsError(f"--finetune {value!r}: expected head, full or last:N with N >= 1")
+    return int(number)
+
+
+def _check_finetune(value: str) -> str | None:
+    try:
+        parse_finetune(value)
+    except ImgclsError:
+        return "expected head, full or last:N (N >= 1)"
+    return None
+
+
+@dataclass(kw_only=True)
+class TrainConfig:
+    model: str | None = opt(None, "model spec name[:key=value,...], e.g. attn_cnn:num_heads=4 (see: imgcls models)")
+    data: str | None = opt(None, "dataset folder", resumable=True)
+    out: str | None = opt(None, "run folder (default runs/<model>)")
+    # The reference recipe.
+    epochs: int = opt(100, "number of epochs (recipe: 100)", lo=1, hi=100_000, resumable=True)
+    batch_size: int = opt(64, "batch size per device (recipe: 64)", lo=1, hi=65_536)
+    lr: float = opt(1e-3, "Adam learning rate (recipe: 1e-3)", lo=0, hi=10, lo_open=True)
+    weight_decay: float = opt(1e-4, "Adam weight decay (recipe: 1e-4)", lo=0, hi=10)
+    plateau_factor: float = opt(0.5, "ReduceLROnPlateau factor (recipe: 0.5)", lo=0, hi=1, lo_open=True, hi_open=True)
+    plateau_patience: int = opt(3, "ReduceLROnPlateau patience in epochs (recipe: 3)", lo=0, hi=100_000)
+    image_size: int | None = opt(
+        None, "square input size in px (default: the model's, 224 for the reference)", lo=16, hi=2048
+    )
+    augment: str = opt("reference", "train augmentation", choices=AUGMENTS)
+    feature_cache: int | None = opt(
+        None,
+        "head-only: precompute K augmented views of backbone features (0: never; default: 1 with --augment none)",
+        lo=0,
+        hi=256,
+    )
+    pretrained: bool | None = opt(None, "start from ImageNet weights (default: when the model has them)")
+    finetune: str | None = opt(
+        None, "head (frozen backbone) | full; default head when pretrained", check=_check_finetune
+    )
+    # Recipe knobs beyond the reference (all off by default: the seed's recipe trains exactly as before).
+    optimizer: str = opt("adam", "optimizer", choices=("adam", "adamw", "sgd"))
+    momentum: float = opt(0.9, "SGD momentum", lo=0, hi=1, hi_open=True)
+    nesterov: bool = opt(False, "Nesterov momentum for SGD")
+    scheduler: str = opt(
+        "plateau",
+        "learning-rate schedule: ReduceLROnPlateau on val_loss (recipe), cosine decay per step, or one-cycle",
+        choices=("plateau", "cosine", "onecycle"),
+    )
+    warmup_epochs: float = opt(0.0, "linear learning-rate warm-up from 1% over this many epochs", lo=0, hi=1000)
+    label_smoothing: float = opt(0.0, "label smoothing of the cross-entropy targets", lo=0, hi=1, hi_open=True)
+    mixup: float = opt(0.0, "mixup alpha (timm Mixup, soft-target loss; 0: off)", lo=0, hi=10)
+    cutmix: float = opt(0.0, "cutmix alpha (timm Mixup; 0: off)", lo=0, hi=10)
+    ema: float | None = opt(
+        None,
+        "keep an exponential moving average of the weights with this decay (e.g. 0.999); "
+        "validation, best.ckpt and everything after use the averaged weights",
+        lo=0,
+        hi=1,
+        lo_open=True,
+        hi_open=True,
+    )
+    class_weights: str = opt(
+        "none", "weight the loss by inverse class frequency (balanced)", choices=("none", "balanced")
+    )
+    sampler: str = opt(
+        "shuffle",
+        "training order: shuffle, or balanced (draw every class equally often)",
+        choices=("shuffle", "balanced"),
+    )
+    logger: list[str] | None = opt(
+        None,
+        "also log to csv | tensorboard | mlflow (into the run folder; metrics.csv is always written)",
+        choices=("csv", "tensorboard", "mlflow"),
+        resumable=True,
+    )
+    freeze: list[str] | None = opt(
+        None,
+        "module-name globs to freeze on top of --finetune (no gradient, left out of the optimizer, "
+        "BatchNorm/Dropout in eval mode), e.g. attn or 'features.0*'",
+    )
+    # Data and machinery.
+    val_split: float | None = opt(
+        None,
+        "hold out this fraction of the training images for validation (stratified)",
+        lo=0,
+        hi=1,
+        lo_open=True,
+        hi_open=True,
+    )
+    strict: bool = opt(False, "stop on any unreadable image (exit 2) instead of skipping it", resumable=True)
+    num_classes: int | None = opt(None, "expected number of classes; checked against the data", lo=2, hi=1_000_000)
+    workers: int | None = opt(None, "DataLoader workers (default: cores - 1)", lo=0, hi=256, resumable=True)
+    seed: int = opt(42, "random seed", lo=0, hi=SEED_MAX)
+    early_stop: int | None = opt(
+        None, "stop after this many epochs without a lower val_loss", lo=1, hi=100_000, resumable=True
+    )
+    accelerator: str = opt("auto", "Lightning accelerator", choices=ACCELERATORS, resumable=True)
+    devices: str = opt("1", "devices per node: a count, auto, or a list like 0,1", resumable=True, check=_check_devices)
+    num_nodes: int = opt(1, "machines taking part (DDP; launched by torchrun or SLURM)", lo=1, hi=4096, resumable=True)
+    strategy: str = opt("auto", "Lightning strategy", choices=STRATEGIES, resumable=True)
+    sync_bn: bool = opt(False, "synchronise BatchNorm statistics across DDP processes")
+    precision: str | None = opt(
+        None, "Lightning precision (default: bf16/16-mixed on CUDA, 32-true on CPU)", choices=PRECISIONS
+    )
+    compile: bool = opt(False, "torch.compile the model (one-off compile time; pays off on long runs)")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+FIELDS = {f.name: f for f in fields(TrainConfig)}
+RESUMABLE = frozenset(name for name, f in FIELDS.items() if f.metadata["resumable"])
+_HINTS = typing.get_type_hints(TrainConfig)
+
+
+def field_type(name: str) -> tuple[type, bool]:
+    """(base type, optional) from the field's type hint, e.g. ``int | None`` -> (int, True)."""
+    hint = _HINTS[name]
+    args = typing.get_args(hint) if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union else ()
+    base = [a for a in args if a is not type(None)][0] if args else hint
+    return typing.get_origin(base) or base, bool(args)
+
+
+def flag_name(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _coerce_scalar(kind: type, value: Any) -> Any:
+    if kind is list:
+        items = value.split(",") if isinstance(value, str) else value
+        if not isinstance(items, (list, tuple)) or not all(isinstance(v, str) and v.strip() for v in items):
+            raise ValueError("expected a list of names")
+        return [v.strip() for v in items]
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "yes", "1", "false", "no", "0"):
+            return value.lower() in ("true", "yes", "1")
+        raise ValueError("expected true or false")
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise ValueError(f"expected {kind.__name__}")
+    if kind is str:
+        return str(value)
+    number = float(value) if isinstance(value, str) else value
+    if isinstance(number, float) and not math.isfinite(number):
+        raise ValueError("must be a finite number")
+    if kind is int:
+        if isinstance(value, str) and value.strip().lstrip("+-").isdigit():
+            return int(value)
+        if float(number) != int(number):
+            raise ValueError("expected a whole number")
+        return int(number)
+    return float(number)
+
+
+def coerce(name: str, value: Any) -> Any:
+    """``value`` (from YAML or a flag) as the field's type, checked against its range and choices."""
+    kind, optional = field_type(name)
+    label = flag_name(name)
+    if value is None:
+        if optional:
+            return None
+        raise ImgclsError(f"{label} needs a value")
+    try:
+        out = _coerce_scalar(kind, value)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise ImgclsError(f"{label}: bad value {value!r} ({exc})") from None
+    meta = FIELDS[name].metadata
+    if kind is list:
+        bad = [v for v in out if meta["choices"] is not None and v not in meta["choices"]]
+        if bad:
+            raise ImgclsError(f"{label}: {', '.join(bad)} not among {', '.join(meta['choices'])}")
+        return out
+    if meta["choices"] is not None and out not in meta["choices"]:
+        raise ImgclsError(f"{label}: {out!r} is not one of {', '.join(meta['choices'])}")
+    lo, hi = meta["lo"], meta["hi"]
+    if lo is not None and (out < lo or (meta["lo_open"] and out == lo)):
+        raise ImgclsError(f"{label}: {out!r} is too small (must be {'>' if meta['lo_open'] else '>='} {lo})")
+    if hi is not None and (out > hi or (meta["hi_open"] and out == hi)):
+        raise ImgclsError(f"{label}: {out!r} is too large (must be {'<' if meta['hi_open'] else '<='} {hi})")
+    complaint = meta["check"](out) if meta["check"] else None
+    if complaint:
+        raise ImgclsError(f"{label}: bad value {out!r} ({complaint})")
+    return out
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise ImgclsError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise ImgclsError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise ImgclsError(f"{path}: expected a mapping of option: value")
+    bad_keys = [k for k in data if not isinstance(k, str)]
+    if bad_keys:
+        raise ImgclsError(f"{path}: option names must be words, got {', '.join(map(repr, bad_keys))}")
+    data = {k.replace("-", "_"): v for k, v in data.items()}
+    unknown = sorted(set(data) - set(FIELDS))
+    if unknown:
+        raise ImgclsError(f"{path}: unknown option(s) {', '.join(unknown)}; valid: {', '.join(sorted(FIELDS))}")
+    return data
+
+
+def build(values: dict[str, Any]) -> TrainConfig:
+    return TrainConfig(**{k: coerce(k, v) for k, v in values.items()})
+
+
+def resolve_config(yaml_path: str | None = None, overrides: dict[str, Any] | None = None) -> TrainConfig:
+    values: dict[str, Any] = {}
+    if yaml_path:
+        values.update(load_yaml(yaml_path))
+    values.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    return build(values)
+
+
+def dump_config(cfg: TrainConfig, path: str | Path) -> None:
+    from imgcls.rundir import atomic_write_text
+
+    atomic_write_text(Path(path), yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+
+
+def load_run_config(path: str | Path) -> TrainConfig:
+    return build(load_yaml(path))
+
+
+def differing_fields(saved: TrainConfig, wanted: TrainConfig, *, ignore=RESUMABLE | {"out"}) -> list[str]:
+    """Fields (other than those a resume may change) whose values differ between two configs."""
+    return [name for name in FIELDS if name not in ignore and getattr(saved, name) != getattr(wanted, name)]
+
+
+def add_config_flags(parser, *, exclude: set[str] = frozenset()) -> None:
+    """One argparse flag per field (help, choices and default from its metadata); values stay raw and
+    are coerced by ``coerce`` so flags and YAML fail the same way."""
+    import argparse
+
+    for name, f in FIELDS.items():
+        meta = f.metadata
+        if name in exclude or not meta["flag"]:
+            continue
+        kind, _ = field_type(name)
+        default = "" if f.default is None else f" (default: {f.default})"
+        help_ = (meta["help"] + ("" if "default" in meta["help"] or "recipe" in meta["help"] else default)).replace(
+            "%", "%%"
+        )
+        if kind is bool:
+            parser.add_argument(
+                flag_name(name), dest=name, action=argparse.BooleanOptionalAction, default=None, help=help_
+            )
+        else:
+            metavar = "{" + ",".join(meta["choices"]) + "}" if meta["choices"] else name.upper()
+            parser.add_argument(flag_name(name), dest=name, default=None, metavar=metavar, help=help_)
+
+
+def config_overrides(args) -> dict[str, Any]:
+    """The fields set on the command line."""
+    return {k: getattr(args, k) for k in FIELDS if getattr(args, k, None) is not None}

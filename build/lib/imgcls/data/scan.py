@@ -1,0 +1,141 @@
+"""Find the files that will not decode before training starts, and remember the verdicts.
+
+Each file is fully decoded once (JPEGs at 1/8 DCT scale: every byte is still parsed, so truncation shows)
+on all cores. Verdicts are cached by path, size and mtime, so a second scan of the same folder is instant.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from collections import Counter
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from imgcls.data.layouts import DatasetSplits, Sample
+from imgcls.errors import BadImageError, ImgclsError
+from imgcls.rundir import atomic_write_text
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class BadFile:
+    path: str
+    reason: str
+
+    @property
+    def kind(self) -> str:
+        for word in ("empty", "decompression bomb", "not an image", "truncated", "not found"):
+            if word in self.reason:
+                return word
+        return "unreadable"
+
+
+def check_file(path: str) -> str | None:
+    """None when the file decodes to an image, else the reason it does not."""
+    from imgcls.data.decode import load_rgb
+
+    try:
+        if os.path.getsize(path) == 0:
+            return "empty file (0 bytes)"
+        load_rgb(path, draft_size=32)
+        return None
+    except BadImageError as exc:
+        reason = exc.reason
+        return f"truncated ({reason})" if "truncated" in reason.lower() else reason
+    except OSError as exc:
+        return f"unreadable ({exc})"
+
+
+def _cache_file(root: str) -> Path:
+    base = Path(os.environ.get("IMGCLS_CACHE") or Path.home() / ".cache" / "imgcls") / "scan"
+    return base / (hashlib.sha256(str(Path(root).resolve()).encode()).hexdigest()[:20] + ".json")
+
+
+def scan_samples(samples: list[Sample], *, root: str, workers: int | None = None) -> list[BadFile]:
+    cache_path = _cache_file(root)
+    try:
+        cache = json.loads(cache_path.read_text())
+    except (OSError, ValueError):
+        cache = {}
+    verdicts: dict[str, str | None] = {}
+    todo = []
+    for s in samples:
+        try:
+            st = os.stat(s.path)
+            stamp = [st.st_size, st.st_mtime_ns]
+        except OSError:
+            verdicts[s.path] = "file not found"
+            continue
+        hit = cache.get(s.path)
+        if hit and hit[:2] == stamp:
+            verdicts[s.path] = hit[2]
+        else:
+            todo.append((s.path, stamp))
+    if todo:
+        n = (
+            workers
+            if workers is not None
+            else (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1)
+        )
+        paths = [p for p, _ in todo]
+        if n > 1 and len(paths) > 64:
+            with ProcessPoolExecutor(n) as pool:
+                results = list(pool.map(check_file, paths, chunksize=32))
+        else:
+            results = [check_file(p) for p in paths]
+        for (path, stamp), reason in zip(todo, results):
+            verdicts[path] = reason
+            cache[path] = [*stamp, reason]
+        try:
+            cache_path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(cache_path, json.dumps(cache))
+        except OSError as exc:
+            log.warning("could not save the scan cache %s: %s", cache_path, exc)
+    return [BadFile(s.path, verdicts[s.path]) for s in samples if verdicts.get(s.path)]
+
+
+def summarize(bad: list[BadFile]) -> str:
+    counts = Counter(b.kind for b in bad)
+    return ", ".join(f"{n} {kind}" for kind, n in counts.most_common())
+
+
+def scan_splits(splits: DatasetSplits, *, strict: bool = False) -> tuple[DatasetSplits, list[BadFile]]:
+    """Splits without the bad files (and the bad files), or ImgclsError in strict mode."""
+    every = splits.train + splits.val + splits.test
+    bad = scan_samples(every, root=splits.root)
+    if not bad:
+        return splits, []
+    listing = "\n".join(f"  {b.path}: {b.reason}" for b in bad[:20]) + (
+        f"\n  ... ({len(bad)} in all)" if len(bad) > 20 else ""
+    )
+    if strict:
+        raise ImgclsError(f"{len(bad)} bad image file(s) in {splits.root} ({summarize(bad)}):\n{listing}")
+    log.warning(
+        "skipping %d bad image file(s) in %s (%s); listed in bad_files.txt", len(bad), splits.root, summarize(bad)
+    )
+    drop = {b.path for b in bad}
+    keep = lambda xs: [s for s in xs if s.path not in drop]  # noqa: E731
+    cleaned = DatasetSplits(
+        splits.root,
+        splits.layout,
+        splits.classes,
+        keep(splits.train),
+        keep(splits.val),
+        keep(splits.test),
+        splits.test_labeled,
+    )
+    if not cleaned.train or not cleaned.val:
+        raise ImgclsError(
+            f"no readable images left in {'training' if not cleaned.train else 'validation'} "
+            f"after skipping {len(bad)} bad files:\n{listing}"
+        )
+    return cleaned, bad
+
+
+def write_bad_files(path: Path, bad: list[BadFile]) -> None:
+    atomic_write_text(path, "".join(f"{b.path}\t{b.reason}\n" for b in bad))

@@ -1,0 +1,145 @@
+"""Callbacks that write the run directory's metrics.csv and summary.json as training goes."""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+from imgcls.errors import ImgclsError
+from imgcls.rundir import RunPaths, atomic_write, read_metrics, write_json, write_metrics
+
+
+def summarize(rows: list[dict[str, Any]], static: dict[str, Any]) -> dict[str, Any]:
+    """summary.json from the per-epoch rows: every number in it can be traced back to metrics.csv."""
+    summary = dict(static)
+    if rows:
+        best = max(rows, key=lambda r: (r["val_acc"], -r["epoch"]))
+        # Training time includes computing cached features, when that happened (feature_cache_seconds).
+        seconds = sum(r["epoch_seconds"] for r in rows) + summary.get("feature_cache_seconds", 0.0)
+        summary.update(
+            best_val_acc=best["val_acc"],
+            best_val_acc5=best.get("val_acc5"),
+            best_epoch=best["epoch"],
+            final_val_acc=rows[-1]["val_acc"],
+            final_val_loss=rows[-1]["val_loss"],
+            epochs_completed=rows[-1]["epoch"],
+            train_seconds=round(seconds, 3),
+            seconds_per_epoch=round(sum(r["epoch_seconds"] for r in rows) / len(rows), 3),
+        )
+    return summary
+
+
+class RunFilesCallback(Callback):
+    """Appends one metrics.csv row per epoch (before checkpoints are saved) and refreshes summary.json.
+
+    The row is written in ``on_validation_end``, which Lightning runs before ModelCheckpoint's: if a
+    kill lands between the two, the resumed run redoes that epoch and its row is replaced, so every
+    epoch appears exactly once.
+    """
+
+    def __init__(self, paths: RunPaths, static_summary: dict[str, Any], on_epoch=None, classes=None):
+        self.paths = paths
+        self.classes = classes
+        self.on_epoch = on_epoch
+        self.static = dict(static_summary)
+        self.rows: list[dict[str, Any]] = []
+        self._t0 = 0.0
+        self._lr = 0.0
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.world_size > 1 and self.classes is not None:
+            # Every process discovered the data itself; they must agree on the class list.
+            reference = trainer.strategy.broadcast(self.classes, src=0)
+            if reference != self.classes:
+                raise ImgclsError(
+                    f"process {trainer.global_rank} sees different classes than process 0 "
+                    "(is the data folder the same on every node?)"
+                )
+        seconds = getattr(trainer.datamodule, "feature_seconds", 0.0) if trainer.datamodule is not None else 0.0
+        self.static["feature_cache_seconds"] = round(trainer.strategy.broadcast(seconds, src=0), 3)
+        self.static["feature_cache_hit"] = bool(getattr(trainer.datamodule, "feature_hit", False))
+        self.static["world_size"] = trainer.world_size
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # Runs after a checkpoint is restored. On resume, current_epoch is the first epoch still to run; rows from an unfinished epoch go.
+        self.rows = [r for r in read_metrics(self.paths.metrics) if r["epoch"] <= trainer.current_epoch]
+        if trainer.is_global_zero:
+            write_metrics(self.paths.metrics, self.rows)
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._t0 = time.perf_counter()
+        self._lr = trainer.optimizers[0].param_groups[0]["lr"]
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking:
+            return
+        self._record_engine(trainer, pl_module)
+        m = trainer.callback_metrics
+        value = lambda k: float(m[k]) if k in m else None  # noqa: E731
+        if not math.isfinite(value("val_loss") or 0.0):
+            # Raised before ModelCheckpoint runs, so neither best.ckpt nor last.ckpt gets this model.
+            raise ImgclsError(
+                f"non-finite validation loss at epoch {trainer.current_epoch + 1}; the checkpoints keep "
+                "the last finite model (try a lower --lr)"
+            )
+        row = {
+            "epoch": trainer.current_epoch + 1,
+            **pl_module.epoch_train_metrics(),
+            "val_loss": value("val_loss"),
+            "val_acc": value("val_acc"),
+            "val_acc5": value("val_acc5"),
+            "lr": self._lr,
+            "epoch_seconds": time.perf_counter() - self._t0,
+        }
+        self.rows = [r for r in self.rows if r["epoch"] < row["epoch"]] + [row]
+        if trainer.is_global_zero:
+            write_metrics(self.paths.metrics, self.rows)
+            write_json(self.paths.summary, summarize(self.rows, {**self.static, "complete": False}))
+            pl_module.print(
+                f"epoch {row['epoch']}/{trainer.max_epochs}  train_loss {row['train_loss']:.4f}  "
+                f"train_acc {row['train_acc']:.4f}  val_loss {row['val_loss']:.4f}  val_acc {row['val_acc']:.4f}  "
+                f"lr {row['lr']:.2g}  {row['epoch_seconds']:.1f}s"
+            )
+            if self.on_epoch is not None:
+                self.on_epoch(list(self.rows))
+
+    def _record_engine(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Which engine ran the frozen backbone (streamed, or when the feature cache was filled)."""
+        prefix = getattr(pl_module, "prefix", None)
+        record = prefix.describe() if prefix is not None else getattr(trainer.datamodule, "engine", None)
+        if record is not None:
+            self.static["backbone_engine"] = record
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.is_global_zero:
+            stopped = trainer.early_stopping_callback is not None and trainer.early_stopping_callback.stopped_epoch > 0
+            summary = summarize(self.rows, {**self.static, "complete": True, "early_stopped": bool(stopped)})
+            write_json(self.paths.summary, summary)
+
+
+def device_name() -> str:
+    return torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Checkpoints go to a temporary file that is fsynced and renamed: a kill never leaves half a file."""
+
+    def save_checkpoint(self, checkpoint: dict, path, storage_options=None) -> None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(path, lambda fh: torch.save(checkpoint, fh), binary=True)
+
+    def load_checkpoint(self, path, map_location=None, weights_only=None) -> dict:
+        from imgcls.models.weights import load_state_dict_file
+
+        state = load_state_dict_file(path)  # weights_only=True, with a clear error when refused
+        if not isinstance(state, dict) or "state_dict" not in state:
+            raise ImgclsError(f"{path}: not a Lightning checkpoint of an imgcls run (start over with --force)")
+        return state

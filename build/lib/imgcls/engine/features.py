@@ -1,0 +1,274 @@
+"""The feature cache: backbone features computed once, stored on disk, memory-mapped for head training.
+
+An entry is keyed by everything that changes the features: model spec and weights, image size, the
+transform (its full repr), the number of augmented views, the seed, and the file list with each file's
+size and mtime. A changed file list or transform therefore gets a new entry; nothing stale is reused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import random
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from imgcls.data.datamodule import make_loader
+from imgcls.data.layouts import Sample
+from imgcls.rundir import write_json
+
+log = logging.getLogger(__name__)
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("IMGCLS_CACHE") or Path.home() / ".cache" / "imgcls") / "features"
+
+
+def file_fingerprint(samples: list[Sample]) -> list:
+    out = []
+    for s in samples:
+        try:
+            st = os.stat(s.path)
+            out.append([s.path, s.label, st.st_size, st.st_mtime_ns])
+        except OSError:
+            out.append([s.path, s.label, -1, -1])
+    return out
+
+
+def cache_key(**parts) -> str:
+    blob = json.dumps(parts, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:24]
+
+
+@dataclass
+class CachedFeatures:
+    features: np.ndarray  # (N, views, *activation shape) float16, memory-mapped
+    labels: np.ndarray  # (N,)
+    path: Path
+    seconds: float  # time computing them took, also when they were read back from the cache (the work was needed)
+    hit: bool = False  # read from the cache
+    engine: dict | None = None  # what computed them (from meta.json)
+
+
+@contextmanager
+def isolated_rng(seed: int):
+    """Seeded Python, NumPy and torch RNGs inside; the callers' RNG states untouched afterwards, so a
+    run that computed its features (cold cache) continues exactly like one that read them (warm)."""
+    py, npy = random.getstate(), np.random.get_state()
+    with torch.random.fork_rng(devices=[]):
+        random.seed(seed)
+        np.random.seed(seed % 2**32)
+        torch.manual_seed(seed)
+        try:
+            yield
+        finally:
+            random.setstate(py)
+            np.random.set_state(npy)
+
+
+def check_space(folder: Path, size: int, what: str) -> None:
+    """Say how big the cache will be before filling it, and refuse when the disk cannot hold it."""
+    import shutil
+
+    free = shutil.disk_usage(folder).free
+    print(f"feature cache: {size / 2**20:.1f} MB ({what}) in {folder}")
+    if size + 256 * 2**20 > free:
+        from imgcls.errors import ImgclsError
+
+        raise ImgclsError(
+            f"the feature cache needs {size / 2**20:.0f} MB but {folder} has {free / 2**20:.0f} MB free; "
+            "free some space, point $IMGCLS_CACHE elsewhere, or use fewer views (--feature-cache K)"
+        )
+
+
+def _load(folder: Path, hit: bool) -> CachedFeatures:
+    meta = json.loads((folder / "meta.json").read_text())
+    return CachedFeatures(
+        np.load(folder / "features.npy", mmap_mode="r"),
+        np.load(folder / "labels.npy"),
+        folder,
+        float(meta.get("seconds", 0.0)),
+        hit,
+        meta.get("engine"),
+    )
+
+
+def get_features(
+    backbone: torch.nn.Module,
+    samples: list[Sample],
+    *,
+    transform,
+    image_size: int,
+    views: int,
+    seed: int,
+    identity: dict,
+    batch_size: int = 64,
+    workers: int = 0,
+) -> CachedFeatures:
+    """Cached features for ``samples``, computing (and storing) them on a miss."""
+    key = cache_key(
+        identity=identity,
+        image_size=image_size,
+        transform=repr(transform),
+        views=views,
+        seed=seed,
+        files=file_fingerprint(samples),
+    )
+    folder = cache_root() / key
+    if (folder / "meta.json").is_file():  # written last: its presence means the entry is complete
+        log.info("feature cache hit: %s", folder)
+        return _load(folder, True)
+    from imgcls.engine.predictor import predict_samples, predictor_for_module
+
+    t0 = time.perf_counter()
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp_name = folder / f".features.{os.getpid()}.npy"
+    predictor = predictor_for_module(backbone, image_size)  # one engine for all views
+    with torch.no_grad():
+        shape = tuple(predictor.run(torch.zeros(1, 3, image_size, image_size)).shape[1:])
+    size = len(samples) * views * int(np.prod(shape)) * 2
+    check_space(folder, size, f"{len(samples)} images x {views} view(s) x {shape} fp16")
+    out = np.lib.format.open_memmap(tmp_name, mode="w+", dtype=np.float16, shape=(len(samples), views, *shape))
+    keep = np.ones(len(samples), dtype=bool)
+    for view in range(views):
+        seen = np.zeros(len(samples), dtype=bool)
+
+        def store(batch: torch.Tensor, idx: list[int], view=view, seen=seen) -> None:
+            out[idx, view] = batch.numpy().astype(np.float16)
+            seen[idx] = True
+
+        with isolated_rng(seed + view):
+            predict_samples(
+                predictor,
+                samples,
+                transform=transform,
+                batch_size=batch_size,
+                workers=workers,
+                probabilities=False,
+                on_batch=store,
+            )
+        keep &= seen
+        log.info("features: view %d/%d of %d images", view + 1, views, len(samples))
+    # Images that failed to decode in any view are dropped (each was logged by the loader).
+    labels = np.array([s.label for s in samples], dtype=np.int64)
+    if not keep.all():
+        out = np.ascontiguousarray(out[keep])
+        labels = labels[keep]
+        np.save(tmp_name, out)
+    else:
+        out.flush()
+        del out
+    os.replace(tmp_name, folder / "features.npy")
+    np.save(folder / f".labels.{os.getpid()}.npy", labels)
+    os.replace(folder / f".labels.{os.getpid()}.npy", folder / "labels.npy")
+    seconds = time.perf_counter() - t0
+    write_json(
+        folder / "meta.json",
+        {
+            "images": int(keep.sum()),
+            "views": views,
+            "seconds": round(seconds, 3),
+            "image_size": image_size,
+            "identity": identity,
+            "transform": repr(transform),
+            "engine": predictor.describe(),
+        },
+    )
+    return _load(folder, False)
+
+
+class FeatureDataset(Dataset):
+    """(features of one view, label) per image from the memory-mapped cache; training draws a random
+    view per image each time (its own generator, seeded), validation always view 0."""
+
+    def __init__(self, cached: CachedFeatures, *, random_view: bool, seed: int):
+        self.cached, self.random_view = cached, random_view
+        self.views = cached.features.shape[1]
+        self.rng = np.random.default_rng(seed)
+
+    def __len__(self) -> int:
+        return len(self.cached.labels)
+
+    def __getitem__(self, i: int):
+        view = int(self.rng.integers(self.views)) if self.random_view and self.views > 1 else 0
+        return torch.from_numpy(np.array(self.cached.features[i, view], dtype=np.float32)), int(self.cached.labels[i])
+
+
+class FeatureDataModule(L.LightningDataModule):
+    """Computes the cache once per node (``prepare_data``), then every process memory-maps it."""
+
+    def __init__(
+        self,
+        backbone,
+        splits,
+        *,
+        train_transform,
+        eval_transform,
+        views,
+        image_size,
+        seed,
+        identity,
+        batch_size,
+        workers,
+        balanced=False,
+    ):
+        super().__init__()
+        self.backbone, self.splits = backbone, splits
+        self.train_transform, self.eval_transform = train_transform, eval_transform
+        self.views, self.batch_size, self.seed = views, batch_size, seed
+        self.common = dict(image_size=image_size, seed=seed, identity=identity, batch_size=batch_size, workers=workers)
+        self.feature_seconds = 0.0
+        self.feature_hit = False
+        self.balanced = balanced
+        self.engine = None
+
+    def _load(self) -> tuple[CachedFeatures, CachedFeatures]:
+        train = get_features(
+            self.backbone, self.splits.train, transform=self.train_transform, views=self.views, **self.common
+        )
+        val = get_features(self.backbone, self.splits.val, transform=self.eval_transform, views=1, **self.common)
+        return train, val
+
+    def prepare_data(self) -> None:
+        train, val = self._load()
+        self.feature_seconds = train.seconds + val.seconds
+        self.feature_hit = train.hit and val.hit
+        print(
+            f"feature cache: {len(train.labels)} training x {self.views} view(s), {len(val.labels)} validation "
+            f"({self.feature_seconds:.1f}s to compute{', read back from the cache' if self.feature_hit else ''}; "
+            f"{train.path.parent})"
+        )
+
+    def setup(self, stage=None) -> None:
+        self.train_feats, self.val_feats = self._load()  # cache hits now: memory maps
+        self.engine = self.train_feats.engine
+
+    def _loader(self, cached: CachedFeatures, train: bool) -> DataLoader:
+        # workers=0: the memory map is read in place, in the main process.
+        t = self.trainer
+        labels = cached.labels.tolist() if train and self.balanced else None
+        return make_loader(
+            FeatureDataset(cached, random_view=train, seed=self.seed),
+            batch_size=self.batch_size,
+            workers=0,
+            shuffle=train,
+            seed=self.seed if train else None,
+            rank=t.global_rank,
+            world=t.world_size,
+            labels=labels,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_feats, True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.val_feats, False)

@@ -1,0 +1,72 @@
+"""``imgcls lr-find``: Lightning's learning-rate range test on the real data and model, as a plot and a
+suggestion. Nothing is written to a run folder; the model is thrown away afterwards."""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import replace
+from pathlib import Path
+
+import lightning as L
+
+from imgcls.config import TrainConfig
+from imgcls.errors import ImgclsError
+
+
+def lr_find(cfg: TrainConfig, plot: str | Path, *, steps: int = 100, min_lr: float = 1e-6, max_lr: float = 1.0) -> dict:
+    from lightning.pytorch.tuner import Tuner
+
+    from imgcls.data.datamodule import ImageDataModule
+    from imgcls.data.layouts import discover
+    from imgcls.data.scan import scan_splits
+    from imgcls.engine.train import build_module, resolve_for_data
+
+    if not cfg.model or not cfg.data:
+        raise ImgclsError("lr-find needs --model and --data")
+    if not 0 < min_lr < max_lr:
+        raise ImgclsError(f"need 0 < --min-lr < --max-lr (got {min_lr}, {max_lr})")
+    splits = discover(cfg.data, val_split=cfg.val_split, seed=cfg.seed)
+    cfg = replace(resolve_for_data(cfg, splits), feature_cache=0, scheduler="plateau", warmup_epochs=0.0)
+    splits, _ = scan_splits(splits, strict=cfg.strict)
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    module = build_module(cfg, [s.label for s in splits.train])
+    data = ImageDataModule(
+        splits,
+        image_size=cfg.image_size,
+        augment=cfg.augment,
+        batch_size=cfg.batch_size,
+        workers=cfg.workers,
+        seed=cfg.seed,
+    )
+    trainer = L.Trainer(
+        max_epochs=10_000,
+        accelerator=cfg.accelerator,
+        devices=1,
+        logger=False,
+        precision=cfg.precision,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        enable_progress_bar=False,
+        default_root_dir=str(Path(plot).resolve().parent),
+    )
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode.*")
+        warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+        result = Tuner(trainer).lr_find(
+            module, datamodule=data, min_lr=min_lr, max_lr=max_lr, num_training=steps, update_attr=False
+        )
+    if result is None:
+        raise ImgclsError("the learning-rate search stopped before it had enough points (a larger dataset or --steps)")
+    suggestion = result.suggestion()
+    import matplotlib
+
+    matplotlib.use("Agg")
+    fig = result.plot(suggest=suggestion is not None, show=False)
+    fig.axes[0].set_title(
+        f"{cfg.model}: loss against learning rate (suggested {suggestion:.2g})"
+        if suggestion
+        else f"{cfg.model}: loss against learning rate"
+    )
+    Path(plot).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(plot, dpi=100)
+    return {"suggestion": suggestion, "plot": str(plot), "points": len(result.results.get("lr", []))}

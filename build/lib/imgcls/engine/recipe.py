@@ -1,0 +1,82 @@
+"""The optimisation recipe from the config: optimizer, learning-rate schedule (with warm-up), and the
+training loss (label smoothing, class weights, mixup/cutmix through timm's soft targets)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+
+def build_optimizer(params, cfg) -> torch.optim.Optimizer:
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(
+            params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov, weight_decay=cfg.weight_decay
+        )
+    cls = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
+    return cls(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def build_schedule(optimizer, cfg, total_steps: int, steps_per_epoch: int) -> dict:
+    """A Lightning ``lr_scheduler`` entry. Warm-up rises linearly from 1% of the lr; ``plateau`` keeps the
+    recipe's ReduceLROnPlateau on val_loss once warm-up is over."""
+    warmup = int(round(cfg.warmup_epochs * steps_per_epoch))
+    if cfg.scheduler == "onecycle":
+        pct = min(0.5, max(warmup / max(1, total_steps), 1e-3)) if warmup else 0.3
+        sched = torch.optim.lr_scheduler.OneCycleLR(
+            optimizer, max_lr=cfg.lr, total_steps=max(1, total_steps), pct_start=pct
+        )
+        return {"scheduler": sched, "interval": "step"}
+    if cfg.scheduler == "cosine":
+
+        def factor(step: int) -> float:
+            if step < warmup:
+                return 0.01 + 0.99 * step / warmup
+            progress = (step - warmup) / max(1, total_steps - warmup)
+            return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+        return {"scheduler": torch.optim.lr_scheduler.LambdaLR(optimizer, factor), "interval": "step"}
+    plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(
+        optimizer, mode="min", factor=cfg.plateau_factor, patience=cfg.plateau_patience
+    )
+    return {"scheduler": plateau, "monitor": "val_loss", "warmup_steps": warmup}
+
+
+class TrainLoss(nn.Module):
+    """Cross-entropy with label smoothing and class weights; with mixup/cutmix, timm's Mixup turns each
+    batch into mixed images and soft targets (smoothing folded in) and the loss is soft-target CE."""
+
+    def __init__(self, cfg, num_classes: int, class_weights: torch.Tensor | None = None):
+        super().__init__()
+        self.mixup = None
+        if cfg.mixup > 0 or cfg.cutmix > 0:
+            from timm.data import Mixup
+
+            self.mixup = Mixup(
+                mixup_alpha=cfg.mixup,
+                cutmix_alpha=cfg.cutmix,
+                label_smoothing=cfg.label_smoothing,
+                num_classes=num_classes,
+            )
+        self.register_buffer("weight", class_weights if class_weights is not None else torch.ones(num_classes))
+        self.smoothing = cfg.label_smoothing
+
+    def mix(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(possibly mixed images, targets: class indices or soft distributions)."""
+        if self.mixup is None or len(y) % 2:  # timm's Mixup pairs the batch; an odd one trains unmixed
+            return x, y
+        return self.mixup(x, y)
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        if target.dim() == 2:  # soft targets from mixup/cutmix
+            log_p = logits.float().log_softmax(dim=1)
+            per_sample = -(target * log_p * self.weight).sum(dim=1)
+            return per_sample.mean()
+        return nn.functional.cross_entropy(logits.float(), target, weight=self.weight, label_smoothing=self.smoothing)
+
+
+def balanced_class_weights(labels: list[int], num_classes: int) -> torch.Tensor:
+    """n / (classes x count): 1 for a class of average size, larger for rare ones (sklearn's 'balanced')."""
+    counts = torch.bincount(torch.tensor(labels), minlength=num_classes).float()
+    return len(labels) / (num_classes * counts.clamp(min=1))

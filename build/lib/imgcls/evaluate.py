@@ -1,0 +1,264 @@
+"""``imgcls evaluate``: accuracy, per-class precision/recall/F1 and a confusion matrix for a run."""
+
+from __future__ import annotations
+
+import csv
+import re
+from pathlib import Path
+
+import torch
+from torchmetrics.functional.classification import (
+    multiclass_accuracy,
+    multiclass_confusion_matrix,
+    multiclass_f1_score,
+    multiclass_precision,
+    multiclass_recall,
+)
+
+from imgcls.config import load_run_config
+from imgcls.data.layouts import SPLIT_ALIASES, DatasetSplits, canonical_split, discover
+from imgcls.engine.predictor import load_predictor, predict_samples
+from imgcls.errors import ImgclsError
+from imgcls.rundir import write_csv, write_json
+
+SPLIT_DIRNAMES = {"train": "training", "val": "validation", "test": "evaluation"}
+WHOLE_FOLDER = "all"  # the split name when --data is one folder of class folders
+
+
+def select_split(splits: DatasetSplits, split: str | None) -> tuple[str, str, str | None]:
+    """(split key, its name, a note when it fell back). ``split=None``: the held-out evaluation split,
+    else validation when the data has no labelled one (as compare does)."""
+    if splits.layout == "imagefolder" and not splits.train and not splits.val:
+        if split not in (None, WHOLE_FOLDER, *SPLIT_ALIASES["test"], "test"):
+            raise ImgclsError(
+                f"{splits.root} is one folder of class folders: every image in it is evaluated (drop --split)"
+            )
+        return "test", WHOLE_FOLDER, None
+    if split is not None:
+        key = canonical_split(split)
+        return key, SPLIT_DIRNAMES[key], None
+    if splits.test and splits.test_labeled:
+        return "test", SPLIT_DIRNAMES["test"], None
+    why = "is unlabeled" if splits.test else "does not exist"
+    return "val", SPLIT_DIRNAMES["val"], f"the evaluation split of {splits.root} {why}: evaluated on validation"
+
+
+def _labels_in_run_order(splits: DatasetSplits, split: str, run_classes: list[str]) -> list:
+    samples = splits.split(split)
+    if not samples:
+        raise ImgclsError(f"{splits.root} has no {SPLIT_DIRNAMES[split]} split; try --split validation")
+    if split == "test" and not splits.test_labeled:
+        raise ImgclsError(f"the {SPLIT_DIRNAMES[split]} split of {splits.root} is unlabeled; use imgcls predict")
+    if splits.layout == "flat":
+        if len(splits.classes) > len(run_classes):
+            raise ImgclsError(
+                f"{splits.root} has class indices up to {len(splits.classes) - 1}, "
+                f"but the run knows {len(run_classes)} classes"
+            )
+        return samples
+    unknown = sorted(set(splits.classes) - set(run_classes))
+    if unknown:
+        raise ImgclsError(f"{splits.root}: classes {', '.join(unknown)} are not among the run's classes")
+    remap = [run_classes.index(c) for c in splits.classes]
+    return [type(s)(s.path, remap[s.label]) for s in samples]
+
+
+MAX_ANNOTATED_CLASSES = 50  # above this a confusion figure drops per-cell text and tick labels
+
+
+def confusion_png(matrix: torch.Tensor, classes: list[str], path: Path, title: str) -> None:
+    """Row-normalised confusion matrix. The figure's size is bounded whatever the class count: above
+    ``MAX_ANNOTATED_CLASSES`` it is a plain heat map beside a list of the most confused pairs."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = len(classes)
+    row_sums = matrix.sum(dim=1, keepdim=True).clamp(min=1)
+    normalised = (matrix / row_sums).numpy()
+    if n <= MAX_ANNOTATED_CLASSES:
+        side = min(14.0, max(5.0, 0.28 * n + 3))
+        fig, ax = plt.subplots(figsize=(side, side * 0.9))
+        ax.imshow(normalised, cmap="Blues", vmin=0, vmax=1)
+        font = 7 if n <= 20 else 5
+        for i in range(n):
+            for j in range(n):
+                v = int(matrix[i, j])
+                if v:
+                    colour = "white" if normalised[i, j] > 0.5 else "black"
+                    ax.text(j, i, str(v), ha="center", va="center", fontsize=font, color=colour)
+        ax.set_xticks(range(n), classes, rotation=45, ha="right", fontsize=8 if n <= 20 else 5)
+        ax.set_yticks(range(n), classes, fontsize=8 if n <= 20 else 5)
+        ax.set_xlabel("predicted")
+        ax.set_ylabel("true")
+    else:
+        fig, (ax, side) = plt.subplots(1, 2, figsize=(14, 8), gridspec_kw={"width_ratios": [3, 2]})
+        ax.imshow(normalised, cmap="Blues", vmin=0, vmax=1, interpolation="nearest")
+        ax.set_xlabel(f"predicted (class index, {n} classes)")
+        ax.set_ylabel("true (class index)")
+        off = matrix.clone()
+        off.fill_diagonal_(0)
+        count = int((off > 0).sum())
+        values, flat = (
+            off.flatten().topk(min(25, count)) if count else (torch.zeros(0), torch.zeros(0, dtype=torch.long))
+        )
+        lines = [
+            f"{int(v):>5}  {classes[int(k) // n][:28]} -> {classes[int(k) % n][:28]}" for v, k in zip(values, flat)
+        ]
+        side.axis("off")
+        side.text(
+            0,
+            1,
+            "most confused (true -> predicted)\n\n" + "\n".join(lines),
+            va="top",
+            family="monospace",
+            fontsize=8,
+            transform=side.transAxes,
+        )
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def classification_metrics(probs: torch.Tensor, labels: torch.Tensor, n: int) -> dict:
+    # torchmetrics counts with a (samples x classes²) comparison instead of bincount when deterministic
+    # algorithms are on (Lightning leaves them on after a CPU fit): 16 GB at 1,000 classes. Counting is
+    # exact either way.
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(False)
+    try:
+        return _metrics(probs, labels, n)
+    finally:
+        torch.use_deterministic_algorithms(deterministic)
+
+
+def _metrics(probs: torch.Tensor, labels: torch.Tensor, n: int) -> dict:
+    kw = dict(num_classes=n)
+    return {
+        "top1": float(multiclass_accuracy(probs, labels, average="micro", **kw)),
+        "top5": float(multiclass_accuracy(probs, labels, top_k=5, average="micro", **kw)) if n >= 6 else None,
+        "macro_f1": float(multiclass_f1_score(probs, labels, average="macro", **kw)),
+        "precision": multiclass_precision(probs, labels, average="none", **kw).tolist(),
+        "recall": multiclass_recall(probs, labels, average="none", **kw).tolist(),
+        "f1": multiclass_f1_score(probs, labels, average="none", **kw).tolist(),
+        "confusion": multiclass_confusion_matrix(probs, labels, **kw),
+    }
+
+
+def eval_folder(paths, data: str, run_data: str | None, split_name: str) -> Path:
+    """``eval/<split>`` for the run's own data; ``eval/on-<folder>/<split>`` for other data, so an
+    evaluation elsewhere never replaces the one on the data the run was trained on."""
+    if run_data and Path(data).resolve() == Path(run_data).resolve():
+        return paths.eval_dir / split_name
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(data).resolve().name) or "data"
+    return paths.eval_dir / f"on-{slug}" / split_name
+
+
+def evaluate(
+    run_dir: str | Path,
+    *,
+    data: str | None = None,
+    split: str | None = None,
+    batch_size: int = 64,
+    workers: int | None = None,
+    engine: str | None = None,
+    gallery: int = 16,
+    tta: str | None = None,
+) -> dict:
+    """``split=None``: the held-out evaluation split, or validation when the data has none."""
+    loaded = load_predictor(run_dir, engine=engine)
+    cfg = load_run_config(loaded.paths.config)
+    data = data or cfg.data
+    if not data:
+        raise ImgclsError("no data folder: pass --data DIR")
+    if not Path(data).is_dir():
+        moved = " (the run's data folder has moved? point to it with --data DIR)" if data == cfg.data else ""
+        raise ImgclsError(f"data folder not found: {data}{moved}")
+    same = bool(cfg.data) and Path(data).resolve() == Path(cfg.data).resolve()
+    splits = discover(data, val_split=cfg.val_split if same else None, seed=cfg.seed, for_eval=True)
+    key, split_name, note = select_split(splits, split)
+    if note:
+        print(f"note: {note}")
+    samples = _labels_in_run_order(splits, key, loaded.classes)
+    probs, kept = predict_samples(loaded, samples, batch_size=batch_size, workers=workers, tta=tta)
+    if not kept:
+        raise ImgclsError(f"no image of the {split_name} split could be decoded")
+    labels = torch.tensor([samples[i].label for i in kept])
+    n = len(loaded.classes)
+    m = classification_metrics(probs, labels, n)
+    confusion = m.pop("confusion")
+    support = confusion.sum(dim=1).tolist()
+
+    out = eval_folder(loaded.paths, data, cfg.data, split_name)
+    out.mkdir(parents=True, exist_ok=True)
+    result = {
+        "split": split_name,
+        "fallback": note,
+        "data": str(Path(data).resolve()),
+        "images": len(kept),
+        "skipped": len(samples) - len(kept),
+        "engine": loaded.describe(),
+        "tta": tta,
+        "top1": m["top1"],
+        "top5": m["top5"],
+        "macro_f1": m["macro_f1"],
+        "per_class": [
+            {
+                "class": c,
+                "support": int(support[i]),
+                "precision": m["precision"][i],
+                "recall": m["recall"][i],
+                "f1": m["f1"][i],
+            }
+            for i, c in enumerate(loaded.classes)
+        ],
+    }
+    write_json(out / "metrics.json", result)
+    write_csv(
+        out / "per_class.csv",
+        ["class", "support", "precision", "recall", "f1"],
+        [
+            [r["class"], r["support"], f"{r['precision']:.4f}", f"{r['recall']:.4f}", f"{r['f1']:.4f}"]
+            for r in result["per_class"]
+        ],
+    )
+    write_csv(
+        out / "confusion_matrix.csv",
+        ["true\\predicted", *loaded.classes],
+        [[c, *[int(v) for v in confusion[i]]] for i, c in enumerate(loaded.classes)],
+    )
+    top_p, top_i = probs.max(dim=1)
+    predictions = [
+        [
+            samples[idx].path,
+            loaded.classes[samples[idx].label],
+            loaded.classes[int(top_i[r])],
+            f"{float(top_p[r]):.6f}",
+            f"{float(probs[r, samples[idx].label]):.6f}",
+        ]
+        for r, idx in enumerate(kept)
+    ]
+    write_csv(out / "predictions.csv", PREDICTION_COLUMNS, predictions)
+    title = f"{loaded.name} - {split_name}: top-1 {m['top1']:.3f}, macro-F1 {m['macro_f1']:.3f}"
+    confusion_png(confusion, loaded.classes, out / "confusion_matrix.png", title)
+    from imgcls.report.gallery import write_error_gallery
+
+    write_error_gallery(
+        out, read_predictions(out / "predictions.csv"), count=gallery, title=f"{loaded.name}: {split_name}"
+    )
+    result["out"] = str(out)
+    return result
+
+
+PREDICTION_COLUMNS = ["path", "true", "predicted", "probability", "true_probability"]
+
+
+def read_predictions(path: Path) -> list[dict]:
+    with open(path, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    for row in rows:
+        row["probability"] = float(row["probability"])
+        row["true_probability"] = float(row["true_probability"])
+    return rows

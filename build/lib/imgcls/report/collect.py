@@ -1,0 +1,93 @@
+"""Read a comparison folder's run directories into plain rows: the report's only input."""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from imgcls.errors import ImgclsError
+from imgcls.rundir import RunPaths, read_json, read_metrics
+
+
+@dataclass
+class Variant:
+    name: str  # the run folder's name
+    model: str  # the model spec
+    summary: dict
+    epochs: list[dict]
+    eval_split: str | None = None
+    eval: dict | None = None
+    confusion: list[list[int]] = field(default_factory=list)
+    classes: list[str] = field(default_factory=list)
+    inference: dict | None = None
+    predictions: list[dict] = field(default_factory=list)
+
+    @property
+    def heldout_acc(self) -> float | None:
+        return self.eval["top1"] if self.eval and self.eval_split == "evaluation" else None
+
+    @property
+    def flags(self) -> list[str]:
+        """Reasons not to trust this variant's place in a ranking."""
+        out = []
+        first, last = self.epochs[0]["train_loss"], self.epochs[-1]["train_loss"]
+        if len(self.epochs) >= 2 and first and (first - last) / first < 0.10:
+            out.append(f"loss barely moved ({first:.2f} -> {last:.2f})")
+        size, default = self.summary.get("image_size"), self.summary.get("default_image_size")
+        if self.summary.get("pretrained") and size and default and size < default / 2:
+            out.append(f"{size} px is far below the {default} px its pretrained weights expect")
+        return out
+
+    @property
+    def score(self) -> float:
+        """The accuracy used to rank variants: held-out when there is one, else best validation."""
+        return self.heldout_acc if self.heldout_acc is not None else self.summary["best_val_acc"]
+
+
+def _read_confusion(path: Path) -> list[list[int]]:
+    with open(path, newline="") as fh:
+        rows = list(csv.reader(fh))[1:]
+    return [[int(v) for v in row[1:]] for row in rows]
+
+
+def _ordered_run_dirs(root: Path) -> list[Path]:
+    found = sorted(p for p in root.iterdir() if (p / "summary.json").is_file() and (p / "metrics.csv").is_file())
+    meta = root / "compare.json"
+    if meta.is_file():  # keep the order the user asked for
+        from imgcls.compare import variant_dirname
+
+        wanted = [variant_dirname(s) for s in json.loads(meta.read_text()).get("models", [])]
+        found.sort(key=lambda p: wanted.index(p.name) if p.name in wanted else len(wanted))
+    return found
+
+
+def collect(root: str | Path) -> list[Variant]:
+    root = Path(root)
+    if not root.is_dir():
+        raise ImgclsError(f"comparison folder not found: {root}")
+    variants = []
+    for run_dir in _ordered_run_dirs(root):
+        paths = RunPaths(run_dir)
+        rows = read_metrics(paths.metrics)
+        if not rows:
+            continue
+        v = Variant(run_dir.name, read_json(paths.summary).get("model", run_dir.name), read_json(paths.summary), rows)
+        v.classes = read_json(paths.classes)
+        for split in ("evaluation", "validation"):
+            folder = paths.eval_dir / split
+            if (folder / "metrics.json").is_file():
+                v.eval_split, v.eval = split, read_json(folder / "metrics.json")
+                v.confusion = _read_confusion(folder / "confusion_matrix.csv")
+                if (folder / "predictions.csv").is_file():
+                    from imgcls.evaluate import read_predictions
+
+                    v.predictions = read_predictions(folder / "predictions.csv")
+                break
+        if (run_dir / "inference.json").is_file():
+            v.inference = read_json(run_dir / "inference.json")
+        variants.append(v)
+    if not variants:
+        raise ImgclsError(f"{root}: no finished run folders (with summary.json and metrics.csv) to report on")
+    return variants

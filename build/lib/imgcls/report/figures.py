@@ -1,0 +1,116 @@
+"""Matplotlib figures of a comparison, each saved as a PNG file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
+
+from imgcls.report.collect import Variant  # noqa: E402
+
+COLOURS = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+
+
+def _save(fig, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def curves(variants: list[Variant], path: Path) -> Path:
+    """Per variant: train/val accuracy and train/val loss per epoch."""
+    fig, axes = plt.subplots(len(variants), 2, figsize=(10, 2.6 * len(variants)), squeeze=False)
+    for row, v in enumerate(variants):
+        epochs = [r["epoch"] for r in v.epochs]
+        acc, loss = axes[row]
+        acc.plot(epochs, [r["train_acc"] for r in v.epochs], "o-", label="train", ms=3)
+        acc.plot(epochs, [r["val_acc"] for r in v.epochs], "o-", label="validation", ms=3)
+        acc.set_title(f"{v.name}: accuracy", fontsize=10)
+        acc.set_ylim(0, 1)
+        loss.plot(epochs, [r["train_loss"] for r in v.epochs], "o-", label="train", ms=3)
+        loss.plot(epochs, [r["val_loss"] for r in v.epochs], "o-", label="validation", ms=3)
+        loss.set_title(f"{v.name}: loss", fontsize=10)
+        for ax in (acc, loss):
+            ax.set_xlabel("epoch")
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def val_overlay(variants: list[Variant], path: Path) -> Path:
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for i, v in enumerate(variants):
+        ax.plot(
+            [r["epoch"] for r in v.epochs],
+            [r["val_acc"] for r in v.epochs],
+            "o-",
+            ms=3,
+            label=v.name,
+            color=COLOURS[i % len(COLOURS)],
+        )
+    ax.set_xlabel("epoch")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_ylabel("validation accuracy")
+    ax.set_title("Validation accuracy, all variants", fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def tradeoff(variants: list[Variant], path: Path) -> Path:
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for i, v in enumerate(variants):
+        ax.scatter(v.summary["train_seconds"], v.score, s=60, color=COLOURS[i % len(COLOURS)], label=v.name)
+    ax.set_xscale("log")
+    ax.set_xlabel("training time (s, log scale)")
+    ax.set_ylabel("held-out accuracy" if all(v.heldout_acc is not None for v in variants) else "accuracy")
+    ax.set_title("Accuracy versus training time", fontsize=10)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def per_class(v: Variant, path: Path) -> Path:
+    """Per-class accuracy (recall) with the number of images of each class."""
+    rows = v.eval["per_class"]
+    title = v.name
+    if len(rows) > 50:  # bounded figure: the 25 worst and 25 best classes
+        ordered = sorted(rows, key=lambda r: r["recall"])
+        rows = ordered[:25] + ordered[-25:]
+        title = f"{v.name}: 25 worst and 25 best of {len(ordered)} classes"
+    fig, ax = plt.subplots(figsize=(7, 0.32 * len(rows) + 1.2))
+    names = [r["class"] for r in rows]
+    recall = [r["recall"] for r in rows]
+    ax.barh(range(len(rows)), recall, color="#4c72b0")
+    for i, r in enumerate(rows):
+        ax.text(
+            min(r["recall"], 0.98),
+            i,
+            f" {r['recall']:.2f} (n={r['support']})",
+            va="center",
+            fontsize=7,
+            ha="right" if r["recall"] > 0.5 else "left",
+            color="white" if r["recall"] > 0.5 else "black",
+        )
+    ax.set_yticks(range(len(rows)), names, fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlim(0, 1)
+    ax.set_xlabel(f"per-class accuracy ({v.eval_split})")
+    ax.set_title(title, fontsize=10)
+    return _save(fig, path)
+
+
+def confusion(v: Variant, path: Path) -> Path:
+    import torch
+
+    from imgcls.evaluate import confusion_png
+
+    title = f"{v.name} - {v.eval_split}: top-1 {v.eval['top1']:.3f}"
+    confusion_png(torch.tensor(v.confusion), v.classes, path, title)
+    return path

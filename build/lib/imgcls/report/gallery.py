@@ -1,0 +1,122 @@
+"""Pictures of a model's answers: the held-out images it got most confidently wrong, and per class a few
+it got right. ``evaluate`` writes ``errors.png`` + ``errors.csv``; the report embeds small JPEG
+thumbnails (base64, so report.html stays one self-contained file of a few MB at most)."""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import logging
+from pathlib import Path
+
+from imgcls.rundir import write_csv
+
+log = logging.getLogger(__name__)
+THUMB = 112  # px, longest side
+
+
+def confident_errors(rows: list[dict], count: int = 16) -> list[dict]:
+    wrong = [r for r in rows if r["true"] != r["predicted"]]
+    return sorted(wrong, key=lambda r: (-r["probability"], r["path"]))[:count]
+
+
+def correct_examples(rows: list[dict], per_class: int = 3) -> dict[str, list[dict]]:
+    """Per true class, its most confident correct answers."""
+    out: dict[str, list[dict]] = {}
+    for r in sorted((r for r in rows if r["true"] == r["predicted"]), key=lambda r: (-r["probability"], r["path"])):
+        picked = out.setdefault(r["true"], [])
+        if len(picked) < per_class:
+            picked.append(r)
+    return out
+
+
+def thumbnail(path: str, size: int = THUMB):
+    """A small RGB image of ``path``, or None when it no longer decodes (the gallery then skips it)."""
+    from imgcls.data.decode import load_rgb
+    from imgcls.errors import BadImageError
+
+    try:
+        image = load_rgb(path, draft_size=size)
+    except BadImageError as exc:
+        log.warning("gallery: skipping %s", exc)
+        return None
+    image.thumbnail((size, size))
+    return image
+
+
+def thumbnail_jpeg_b64(path: str, size: int = THUMB) -> str | None:
+    image = thumbnail(path, size)
+    if image is None:
+        return None
+    buf = io.BytesIO()
+    image.save(buf, "JPEG", quality=80)
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def write_error_gallery(folder: Path, rows: list[dict], *, count: int = 16, title: str = "") -> list[dict]:
+    """``errors.csv`` (every listed error) and ``errors.png`` (a grid of them) in ``folder``."""
+    errors = confident_errors(rows, count)
+    write_csv(
+        folder / "errors.csv",
+        ["path", "true", "predicted", "probability"],
+        [[r["path"], r["true"], r["predicted"], f"{r['probability']:.4f}"] for r in errors],
+    )
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cols = 4
+    rows_n = max(1, -(-len(errors) // cols))
+    fig, axes = plt.subplots(rows_n, cols, figsize=(2.4 * cols, 2.7 * rows_n + 0.5), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, r in zip(axes.flat, errors):
+        image = thumbnail(r["path"], 160)
+        if image is not None:
+            ax.imshow(image)
+        ax.set_title(
+            f"true: {r['true'][:22]}\npredicted: {r['predicted'][:22]}\np = {r['probability']:.2f}", fontsize=7
+        )
+    heading = f"{title}: the {len(errors)} most confident errors" if errors else f"{title}: no errors"
+    fig.suptitle(heading, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(folder / "errors.png", dpi=80)
+    plt.close(fig)
+    return errors
+
+
+def _figure(row: dict, caption: str) -> str:
+    data = thumbnail_jpeg_b64(row["path"])
+    if data is None:
+        return ""
+    alt = html.escape(f"{Path(row['path']).name}: {caption}")
+    return (
+        f'<figure class="thumb"><img alt="{alt}" src="data:image/jpeg;base64,{data}">'
+        f"<figcaption>{caption}</figcaption></figure>"
+    )
+
+
+def gallery_html(rows: list[dict], *, count: int = 16, per_class: int = 3, max_classes: int = 30) -> str:
+    """The report's section for one variant: confident errors, then correct examples per class (for at
+    most ``max_classes`` classes, so the page stays a few MB whatever the class count)."""
+    errors = confident_errors(rows, count)
+    wrong = "".join(
+        _figure(
+            r,
+            f"true <b>{html.escape(r['true'])}</b><br>predicted <b>{html.escape(r['predicted'])}</b>"
+            f" ({r['probability']:.2f})",
+        )
+        for r in errors
+    )
+    right = "".join(
+        f"<div class='cls'><b>{html.escape(cls)}</b><div class='row'>"
+        + "".join(_figure(r, f"{r['probability']:.2f}") for r in picks)
+        + "</div></div>"
+        for cls, picks in sorted(correct_examples(rows, per_class).items())[:max_classes]
+    )
+    return (
+        f"<h4>Most confident errors ({len(errors)})</h4><div class='gallery'>{wrong or '<p>none</p>'}</div>"
+        f"<h4>Correct examples per class</h4><div class='correct'>{right or '<p>none</p>'}</div>"
+    )

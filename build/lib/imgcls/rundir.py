@@ -1,0 +1,247 @@
+"""The run directory contract (see docs): every training command writes one, every consumer reads one."""
+
+from __future__ import annotations
+
+import csv
+import errno
+import json
+import os
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from imgcls.errors import ImgclsError
+
+METRICS_COLUMNS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "val_acc5", "lr", "epoch_seconds"]
+
+
+@dataclass(frozen=True)
+class RunPaths:
+    root: Path
+
+    @property
+    def config(self) -> Path:
+        return self.root / "config.yaml"
+
+    @property
+    def classes(self) -> Path:
+        return self.root / "classes.json"
+
+    @property
+    def metrics(self) -> Path:
+        return self.root / "metrics.csv"
+
+    @property
+    def summary(self) -> Path:
+        return self.root / "summary.json"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.root / "checkpoints"
+
+    @property
+    def best(self) -> Path:
+        return self.checkpoints / "best.ckpt"
+
+    @property
+    def last(self) -> Path:
+        return self.checkpoints / "last.ckpt"
+
+    @property
+    def bad_files(self) -> Path:
+        return self.root / "bad_files.txt"
+
+    @property
+    def eval_dir(self) -> Path:
+        return self.root / "eval"
+
+    @property
+    def export_dir(self) -> Path:
+        return self.root / "export"
+
+    @property
+    def export_onnx(self) -> Path:
+        return self.export_dir / "model.onnx"
+
+    @property
+    def inference(self) -> Path:
+        return self.root / "inference.json"
+
+
+def atomic_write(path: Path, write, *, binary: bool = False) -> None:
+    """``write(fh)`` into a temporary file that is fsynced and renamed: a kill never leaves half a file.
+
+    The temporary name is unique per process and call, so concurrent writers never share one, and it is
+    removed when the write fails (a full disk leaves no ``.tmp`` behind).
+    """
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        with open(tmp, "wb" if binary else "w") as fh:
+            write(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException as exc:
+        tmp.unlink(missing_ok=True)
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise ImgclsError(f"no space left on the device while writing {path}; {path.name} is unchanged") from None
+        raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write(path, lambda fh: fh.write(text))
+
+
+def write_json(path: Path, data: Any) -> None:
+    atomic_write_text(path, json.dumps(data, indent=2) + "\n")
+
+
+def write_csv(path: Path, header: list[str], rows: list[list]) -> None:
+    import io
+
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    writer.writerow(header)
+    writer.writerows(rows)
+    atomic_write_text(path, buf.getvalue())
+
+
+def read_json(path: Path) -> Any:
+    try:
+        return json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise ImgclsError(f"missing file: {path}") from None
+    except json.JSONDecodeError as exc:
+        raise ImgclsError(f"{path}: not valid JSON ({exc})") from None
+
+
+def read_metrics(path: Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    try:
+        return _parse_metrics(path)
+    except (ValueError, TypeError, csv.Error, UnicodeDecodeError) as exc:
+        raise ImgclsError(
+            f"{path} is damaged ({type(exc).__name__}: {str(exc)[:120]}); delete it to go on (its "
+            "earlier rows are lost), or start the run over with --force"
+        ) from None
+
+
+def _parse_metrics(path: Path) -> list[dict[str, Any]]:
+    with open(path, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    if rows and set(METRICS_COLUMNS) - set(rows[0]):
+        raise ValueError(f"missing columns {sorted(set(METRICS_COLUMNS) - set(rows[0]))}")
+    return [
+        {
+            k: (float(v) if v not in ("", None) and k != "epoch" else (int(v) if k == "epoch" else None))
+            for k, v in row.items()
+        }
+        for row in rows
+    ]
+
+
+def write_metrics(path: Path, rows: list[dict[str, Any]]) -> None:
+    """Floats are written with repr (shortest round-trip form), so summary numbers equal the file's."""
+    lines = [",".join(METRICS_COLUMNS)]
+    for row in rows:
+        lines.append(",".join("" if row.get(c) is None else repr(row[c]) for c in METRICS_COLUMNS))
+    atomic_write_text(path, "\n".join(lines) + "\n")
+
+
+def open_run(run_dir: str | Path, *, checkpoint: str = "best") -> RunPaths:
+    """A run directory that has what consumers need, or a clear error saying what is missing."""
+    paths = RunPaths(Path(run_dir))
+    if not paths.root.is_dir():
+        raise ImgclsError(f"run folder not found: {paths.root}")
+    for needed in (paths.config, paths.classes):
+        if not needed.is_file():
+            raise ImgclsError(f"{paths.root} is not an imgcls run folder (missing {needed.name})")
+    ckpt = paths.best if checkpoint == "best" else paths.last
+    if not ckpt.is_file():
+        raise ImgclsError(
+            f"{paths.root} has no checkpoint ({ckpt.relative_to(paths.root)}); "
+            "train it first, or resume with: imgcls train --resume " + str(paths.root)
+        )
+    return paths
+
+
+RUN_FILES = ("config.yaml", "classes.json", "metrics.csv", "summary.json", "bad_files.txt", "inference.json")
+RUN_DIRS = ("checkpoints", "eval", "export", "explain")
+LOCK_NAME = ".lock"
+
+
+def folder_state(root: Path) -> str:
+    """'empty' (or missing), 'run' (an imgcls run folder: config.yaml + classes.json) or 'foreign'."""
+    root = Path(root)
+    if not root.is_dir():
+        if root.exists():
+            return "foreign"
+        return "empty"
+    entries = [p for p in root.iterdir() if p.name != LOCK_NAME]
+    if not entries:
+        return "empty"
+    if (root / "config.yaml").is_file() and (root / "classes.json").is_file():
+        return "run"
+    return "foreign"
+
+
+def clear_run(root: Path) -> None:
+    """Remove what an imgcls run wrote (and only that), so a new run can start in the folder."""
+    import shutil
+
+    for name in RUN_FILES:
+        (root / name).unlink(missing_ok=True)
+    for name in RUN_DIRS:
+        if (root / name).is_dir():
+            shutil.rmtree(root / name)
+    for tmp in root.glob(".*.tmp"):
+        tmp.unlink(missing_ok=True)
+
+
+class RunLock:
+    """An exclusive lock on a run folder for as long as a process writes it (train, resume, export).
+
+    A second process gets a one-line error naming the holder's PID. The lock is the kernel's (flock):
+    it disappears with the process, so a killed run never leaves the folder locked.
+    """
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+        self.fh = None
+
+    def __enter__(self) -> RunLock:
+        try:
+            import fcntl
+        except ImportError:  # no flock (Windows): run unlocked
+            return self
+        if self.root.exists() and not self.root.is_dir():
+            raise ImgclsError(f"{self.root} is a file, not a folder; choose another --out")
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.fh = open(self.root / LOCK_NAME, "a+")
+        try:
+            fcntl.flock(self.fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            self.fh.seek(0)
+            holder = self.fh.read().strip() or "unknown"
+            self.fh.close()
+            self.fh = None
+            raise ImgclsError(
+                f"{self.root} is being written by another imgcls process (PID {holder}); "
+                "wait for it to finish, or use another --out"
+            ) from None
+        self.fh.seek(0)
+        self.fh.truncate()
+        self.fh.write(f"{os.getpid()}\n")
+        self.fh.flush()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.fh is not None:
+            import fcntl
+
+            fcntl.flock(self.fh, fcntl.LOCK_UN)
+            self.fh.close()
+            self.fh = None
