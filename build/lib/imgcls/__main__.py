@@ -1,3 +1,0 @@
-from imgcls.cli import main
-
-raise SystemExit(main())
