@@ -16,10 +16,9 @@ from imgcls.errors import ImgclsError
 def lr_find(cfg: TrainConfig, plot: str | Path, *, steps: int = 100, min_lr: float = 1e-6, max_lr: float = 1.0) -> dict:
     from lightning.pytorch.tuner import Tuner
 
-    from imgcls.data.datamodule import ImageDataModule
     from imgcls.data.layouts import discover
     from imgcls.data.scan import scan_splits
-    from imgcls.engine.train import build_module, resolve_for_data
+    from imgcls.engine.train import build_module, image_datamodule, resolve_for_data
 
     if not cfg.model or not cfg.data:
         raise ImgclsError("lr-find needs --model and --data")
@@ -30,14 +29,7 @@ def lr_find(cfg: TrainConfig, plot: str | Path, *, steps: int = 100, min_lr: flo
     splits, _ = scan_splits(splits, strict=cfg.strict)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     module = build_module(cfg, [s.label for s in splits.train])
-    data = ImageDataModule(
-        splits,
-        image_size=cfg.image_size,
-        augment=cfg.augment,
-        batch_size=cfg.batch_size,
-        workers=cfg.workers,
-        seed=cfg.seed,
-    )
+    data = image_datamodule(cfg, splits)
     trainer = L.Trainer(
         max_epochs=10_000,
         accelerator=cfg.accelerator,

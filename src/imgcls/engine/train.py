@@ -239,15 +239,7 @@ def _train(cfg: TrainConfig, *, resume: bool, progress: bool, on_epoch, extra, f
     if cfg.feature_cache:
         datamodule = _feature_datamodule(cfg, module, splits)
     else:
-        datamodule = ImageDataModule(
-            splits,
-            image_size=cfg.image_size,
-            augment=cfg.augment,
-            batch_size=cfg.batch_size,
-            workers=cfg.workers,
-            seed=cfg.seed,
-            balanced=cfg.sampler == "balanced",
-        )
+        datamodule = image_datamodule(cfg, splits)
     module.train()
     if cfg.batch_size == 1 and module.has_batchnorm:
         raise ImgclsError(
@@ -323,6 +315,19 @@ def _train(cfg: TrainConfig, *, resume: bool, progress: bool, on_epoch, extra, f
         raise KeyboardInterrupt
     log.info("fit took %.1fs", time.perf_counter() - t0)
     return paths
+
+
+def image_datamodule(cfg: TrainConfig, splits: DatasetSplits) -> ImageDataModule:
+    """Images streamed from disk and augmented in loader workers, as the config says."""
+    return ImageDataModule(
+        splits,
+        image_size=cfg.image_size,
+        augment=cfg.augment,
+        batch_size=cfg.batch_size,
+        workers=cfg.workers,
+        seed=cfg.seed,
+        balanced=cfg.sampler == "balanced",
+    )
 
 
 def _feature_datamodule(cfg: TrainConfig, module: ClassifierModule, splits: DatasetSplits):
