@@ -14,7 +14,7 @@ from pathlib import Path
 from imgcls.config import TrainConfig
 from imgcls.errors import ImgclsError
 from imgcls.models.registry import spec_to_dirname
-from imgcls.rundir import RunPaths, read_json, read_metrics, write_json
+from imgcls.rundir import RunPaths, clear_run, folder_state, read_json, read_metrics, write_json
 
 REFERENCE_MODELS = ["efficientnet_b0", "vit_b_16", "attn_cnn:num_heads=8", "attn_cnn:num_heads=4"]
 DEMO_MODELS = ["efficientnet_lite0", "vit_tiny", "attn_cnn:num_heads=8", "attn_cnn:num_heads=4"]
@@ -151,7 +151,8 @@ def compare(
     for spec, (paths, _) in stale.items():
         if leader:
             print(f"{spec}: the saved config differs; training it again from scratch")
-            _remove_run(paths)
+            if folder_state(paths.root) == "run":  # only imgcls's own files go
+                clear_run(paths.root)
     if leader:
         write_json(out / "compare.json", {"models": specs, "data": base.data, "epochs": base.epochs})
 
@@ -213,14 +214,6 @@ def _stale_variants(base: TrainConfig, specs: list[str], runs: list[RunPaths], s
         if fields:
             stale[spec] = (paths, fields)
     return stale
-
-
-def _remove_run(paths: RunPaths) -> None:
-    """Only a folder that is an imgcls run (config.yaml + classes.json) is ever deleted."""
-    import shutil
-
-    if paths.config.is_file() and paths.classes.is_file():
-        shutil.rmtree(paths.root)
 
 
 def _print_eta(eta: EtaPrinter, spec: str, rows: list[dict]) -> None:

@@ -344,10 +344,11 @@ def samples_with_ids(paths: list[str | Path]) -> list[tuple[Sample, str]]:
     for raw in paths:
         p = Path(raw)
         if p.is_dir():
-            dangling = [q for q in p.rglob("*") if q.is_symlink() and not q.exists()]
+            entries = list(p.rglob("*"))  # one walk of the tree for both lists
+            dangling = [q for q in entries if q.is_symlink() and not q.exists()]
             if dangling:
                 log.warning("skipping %d broken symbolic link(s) under %s", len(dangling), p)
-            found = sorted(q for q in p.rglob("*") if is_image(q))
+            found = sorted(q for q in entries if is_image(q))
             if not found:
                 raise ImgclsError(f"{p}: no images found")
             nested = any(q.parent != p for q in found)
