@@ -16,3 +16,28 @@ def test_quick_bench_writes_every_measure(tmp_path):
         assert {"name", "unit", "baseline", "imgcls", "ratio", "target"} <= set(m)
         assert m["baseline"] > 0 and m["imgcls"] > 0 and m["ratio"] > 0
         assert m["baseline_peak_rss_mb"] > 0 and m["imgcls_peak_rss_mb"] > 0
+
+
+def test_only_runs_the_named_measures_and_cuda_needs_a_gpu(tmp_path):
+    import pytest
+    import torch
+
+    from imgcls.errors import ImgclsError
+
+    results = run_bench(quick=True, images=24, batch_size=8, workers=0, only=["pipeline"])
+    (m,) = results["measures"]
+    assert m["name"] == "pipeline" and m["unit"] == "img/s" and "tensor pipeline on cpu" in m["imgcls_note"]
+    with pytest.raises(ImgclsError, match="no such measure"):
+        run_bench(quick=True, only=["warp_speed"])
+    if not torch.cuda.is_available():
+        with pytest.raises(ImgclsError, match="no CUDA device"):
+            run_bench(quick=True, accelerator="cuda")
+
+
+def test_gpu_plan_covers_the_reference_models():
+    from imgcls.bench import GPU_MODELS, _plan
+
+    names = [p[0] for p in _plan("cuda", None)]
+    assert names == ["pipeline", "head_epoch", *(f"full_finetune:{m}" for m in GPU_MODELS), "inference"]
+    assert {p[2].get("model") for p in _plan("cuda", None) if p[1] == "gpu_full_finetune"} == set(GPU_MODELS)
+    assert [p[0] for p in _plan("cpu", ["partial"])] == ["partial"]

@@ -32,6 +32,8 @@ def test_flags_are_coerced_by_the_field_types():
 def test_resumable_fields_are_one_list():
     assert RESUMABLE == {
         "data",
+        "data_pipeline",  # how pixels reach the model, not what the model learns: a CPU run may resume on a GPU
+        "decode_size",
         "logger",
         "epochs",
         "strict",

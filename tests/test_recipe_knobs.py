@@ -124,9 +124,40 @@ def test_ema_weights_are_what_is_checkpointed_and_evaluated(demo_data, tmp_path)
     assert r["top1"] == pytest.approx(summary["best_val_acc"], abs=1e-6)
 
 
-def test_mixup_refuses_a_feature_cache(demo_data, tmp_path):
+def test_cutmix_refuses_a_feature_cache_and_mixup_mixes_cached_activations(demo_data, tmp_path, monkeypatch):
     with pytest.raises(ImgclsError, match="not cached features"):
-        train_tiny(demo_data, tmp_path / "m", model="efficientnet_lite0", mixup=0.2, feature_cache=2)
+        train_tiny(demo_data, tmp_path / "c", model="efficientnet_lite0", cutmix=1.0, feature_cache=2)
+    monkeypatch.setenv("IMGCLS_CACHE", str(tmp_path / "cache"))
+    targets = []
+    original = TrainLoss.forward
+
+    def spy(self, logits, target):
+        targets.append(target.dim())
+        return original(self, logits, target)
+
+    monkeypatch.setattr(TrainLoss, "forward", spy)
+    paths = train_tiny(
+        demo_data, tmp_path / "m", model="efficientnet_lite0", finetune="last:2", mixup=0.4, feature_cache=2, epochs=1
+    )
+    assert json.loads(paths.summary.read_text())["epochs_completed"] == 1
+    assert 2 in targets  # soft targets: the cached activations were mixed (manifold mixup)
+
+
+def test_lr_decay_gives_each_block_its_rate(demo_data):
+    from imgcls.engine.train import build_module
+    from imgcls.models.blocks import model_sequence
+
+    cfg = resolve_config(None, {"model": "efficientnet_lite0", "num_classes": 3, "finetune": "last:3", "lr": 1e-3})
+    cfg = resolve_config(None, {**cfg.to_dict(), "lr_decay": 0.5, "pretrained": False, "image_size": 32})
+    module = build_module(cfg)
+    groups = module.param_groups()
+    assert [g["lr"] for g in groups] == pytest.approx([1e-3, 5e-4, 2.5e-4, 1.25e-4])
+    stages = [s for s in model_sequence(module.model) if s.block]
+    head_ids = {id(p) for p in stages[-1].module.parameters()}
+    assert {id(p) for p in groups[0]["params"]} == head_ids
+    assert sum(len(g["params"]) for g in groups) == sum(p.requires_grad for p in module.parameters())
+    one = build_module(resolve_config(None, {**cfg.to_dict(), "lr_decay": 1.0}))
+    assert len(one.param_groups()) == 1
 
 
 def test_tta_flip_averages_the_mirror_image(tiny_run, demo_data):

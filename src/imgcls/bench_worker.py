@@ -74,19 +74,25 @@ def measure_inference(side: str, a: dict) -> dict:
     from imgcls.engine.predictor import predictor_for_module
     from imgcls.models import create_model
 
-    model = create_model("efficientnet_b0", 11).eval()
+    device = a.get("device", "cpu")
+    model = create_model("efficientnet_b0", 11).eval().to(device)
     x = torch.randn(a["batch_size"], 3, 224, 224)
     if side == "baseline":
 
         def run(t):
             with torch.no_grad():
-                return model(t)
+                out = model(t.to(device))
+            return out.cpu()  # a notebook reads the logits back
 
         engine = "pytorch eager NCHW"
     else:
         os.environ["IMGCLS_CACHE"] = str(Path(a["tmp"]) / "cache")
         predictor = predictor_for_module(model, 224)  # the engine evaluate/predict/serve use
-        run, engine = predictor.run, predictor.engine
+        engine = predictor.engine
+
+        def run(t):
+            return predictor.run(t).cpu()
+
     run(x)
     times = []
     for _ in range(a["repeats"]):
@@ -108,20 +114,51 @@ class _Timer:
         class CB(Callback):
             def on_train_epoch_start(self, trainer, pl_module):
                 timer.epochs.append({"images": 0, "t0": None, "t1": None})
+                timer.events = []
 
             def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
                 e = timer.epochs[-1]
                 if e["t0"] is None and (len(timer.epochs) > 1 or batch_idx >= 1):
+                    timer.sync()
                     e["t0"] = time.perf_counter()
+                if e["t0"] is not None and timer.cuda:
+                    start = torch.cuda.Event(enable_timing=True)
+                    start.record()
+                    timer.events.append([start, None])
 
             def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
                 e = timer.epochs[-1]
                 if e["t0"] is not None:
-                    e["images"] += len(batch[1])
+                    e["images"] += len(batch[-1])
+                    if timer.cuda:
+                        end = torch.cuda.Event(enable_timing=True)
+                        end.record()
+                        timer.events[-1][1] = end
                     e["t1"] = time.perf_counter()
 
+            def on_train_epoch_end(self, trainer, pl_module):
+                e = timer.epochs[-1]
+                if e["t0"] is not None and timer.sync():
+                    e["t1"] = time.perf_counter()  # the GPU's queue included
+
         self.epochs: list[dict] = []
+        self.events: list = []  # CUDA (start, end) per timed training step
+        self.cuda = torch.cuda.is_available()
         self.callback = CB()
+
+    def sync(self) -> bool:
+        if self.cuda:
+            torch.cuda.synchronize()
+        return self.cuda
+
+    def gpu_busy(self) -> float | None:
+        """Fraction of the last epoch's wall time the GPU spent inside training steps (data waits excluded)."""
+        if not self.cuda or not self.events:
+            return None
+        torch.cuda.synchronize()
+        e = self.epochs[-1]
+        busy = sum(a.elapsed_time(b) for a, b in self.events if b is not None) / 1000
+        return min(1.0, busy / (e["t1"] - e["t0"]))
 
     def images_per_s(self, epoch: int) -> float:
         e = self.epochs[epoch]
@@ -134,7 +171,7 @@ def _imgcls_train(a: dict, data: Path, out: str, **cfg) -> _Timer:
 
     timer = _Timer()
     options = dict(
-        model="efficientnet_b0",
+        model=a.get("model", "efficientnet_b0"),
         data=str(data),
         out=out,
         image_size=224,
@@ -142,6 +179,7 @@ def _imgcls_train(a: dict, data: Path, out: str, **cfg) -> _Timer:
         workers=a["workers"],
         pretrained=False,
         epochs=1,
+        accelerator="cpu" if a.get("device", "cpu") == "cpu" else "gpu",
     )
     options.update(cfg)
     train(resolve_config(None, options), progress=False, extra_callbacks=[timer.callback])
@@ -149,29 +187,40 @@ def _imgcls_train(a: dict, data: Path, out: str, **cfg) -> _Timer:
 
 
 def _baseline_loop(a: dict, data: Path, *, head_only: bool) -> float:
-    """The reference notebooks' loop; returns training images/s with the first batch excluded."""
+    """The reference notebooks' loop (fp32, NCHW, PIL + torchvision transforms in workers, on the bench's
+    device); returns training images/s with the first batch excluded."""
     from torchvision import datasets
 
     from imgcls.data.transforms import build_train_transform
     from imgcls.models import create_model
+    from imgcls.models.registry import get_head
 
     torch.manual_seed(0)
+    device = a.get("device", "cpu")
     ds = datasets.ImageFolder(str(data / "train"), transform=build_train_transform(224, "reference-torchvision"))
-    loader = torch.utils.data.DataLoader(ds, batch_size=a["batch_size"], shuffle=True, num_workers=a["workers"])
-    model = create_model("efficientnet_b0", 11)  # every parameter requires_grad=True
-    params = model.classifier.parameters() if head_only else model.parameters()
+    loader = torch.utils.data.DataLoader(
+        ds, batch_size=a["batch_size"], shuffle=True, num_workers=a["workers"], pin_memory=device != "cpu"
+    )
+    name = a.get("model", "efficientnet_b0")
+    model = create_model(name, 11).to(device)  # every parameter requires_grad=True
+    params = get_head(model, name).parameters() if head_only else model.parameters()
     optimizer = torch.optim.Adam(params, lr=1e-3, weight_decay=1e-4)
     model.train()
     images, t0 = 0, None
     for i, (x, y) in enumerate(loader):
         if i == 1:
+            if device != "cpu":
+                torch.cuda.synchronize()
             t0 = time.perf_counter()
+        x, y = x.to(device), y.to(device)
         loss = torch.nn.functional.cross_entropy(model(x), y)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
         if t0 is not None:
             images += len(y)
+    if device != "cpu":
+        torch.cuda.synchronize()
     return images / (time.perf_counter() - t0)
 
 
@@ -237,6 +286,101 @@ def measure_partial(side: str, a: dict) -> dict:
         "note": f"last:3 (features.6.3, 7.0, 8 + head) from 1 cached view; whole 3-epoch run incl. activation "
         f"extraction {total:.1f}s",
     }
+
+
+def measure_pipeline(side: str, a: dict) -> dict:
+    """Images/s delivered to the model, no model: the notebook's PIL + torchvision chain in loader workers
+    ("baseline") against the decoded store + batched augmentation on the bench's device ("imgcls"); the
+    imgcls side also times its own PIL worker pipeline (--data-pipeline workers) for the note."""
+    from torchvision import datasets
+
+    from imgcls.data.datamodule import make_loader
+    from imgcls.data.dataset import ImageDataset
+    from imgcls.data.image_store import get_store
+    from imgcls.data.layouts import discover
+    from imgcls.data.tensor_augment import train_batch
+    from imgcls.data.tensor_pipeline import StoreDataset, collate_canvas
+    from imgcls.data.transforms import build_train_transform
+
+    data, device, bs, workers = Path(a["data"]), a.get("device", "cpu"), a["batch_size"], a["workers"]
+
+    def rate(loader, to_input) -> float:
+        images, t0 = 0, None
+        for i, batch in enumerate(loader):
+            if i == 1:
+                t0 = time.perf_counter()
+            x = to_input(batch)
+            if t0 is not None:
+                images += len(x)
+        if device != "cpu":
+            torch.cuda.synchronize()
+        return images / (time.perf_counter() - t0)
+
+    if side == "baseline":
+        ds = datasets.ImageFolder(str(data / "train"), transform=build_train_transform(224, "reference-torchvision"))
+        loader = torch.utils.data.DataLoader(ds, batch_size=bs, shuffle=True, num_workers=workers)
+        return {"value": rate(loader, lambda b: b[0].to(device)), "unit": "img/s"}
+    os.environ["IMGCLS_CACHE"] = str(Path(a["tmp"]) / "cache")
+    samples = discover(data).train
+    t0 = time.perf_counter()
+    store = get_store(samples, short=256, progress=False)
+    fill = time.perf_counter() - t0
+    g = torch.Generator().manual_seed(0)
+    loader = make_loader(
+        StoreDataset(store), batch_size=bs, workers=workers, shuffle=True, seed=0, collate=collate_canvas
+    )
+
+    def augment(batch):
+        canvas, sizes, _ = batch
+        return train_batch(canvas.to(device, non_blocking=True), sizes, 224, g)
+
+    tensor_rate = rate(loader, augment)
+    fast = ImageDataset(samples, build_train_transform(224, "reference"))
+    workers_rate = rate(make_loader(fast, batch_size=bs, workers=workers, shuffle=True, seed=0), lambda b: b[0])
+    return {
+        "value": tensor_rate,
+        "unit": "img/s",
+        "note": f"tensor pipeline on {device}; store filled once in {fill:.1f}s ({store.pixels.nbytes / 2**20:.0f} MB "
+        f"for {len(store)} images); imgcls's PIL workers (--data-pipeline workers) {workers_rate:.0f} img/s",
+    }
+
+
+def measure_gpu_full_finetune(side: str, a: dict) -> dict:
+    """Full fine-tuning of ``a["model"]`` on the GPU: the reference loop (fp32, PIL workers) against imgcls
+    (bf16 autocast, channels_last, tensor pipeline); imgcls also reports how busy the GPU was."""
+    data = subset_folder(Path(a["data"]), Path(a["tmp"]) / "subset-full", a["full_images"])
+    if side == "baseline":
+        return {"value": _baseline_loop(a, data, head_only=False), "unit": "img/s"}
+    os.environ["IMGCLS_CACHE"] = str(Path(a["tmp"]) / "cache")
+    out = str(Path(a["tmp"]) / f"run-gpu-{a['model']}-{os.getpid()}")
+    timer = _imgcls_train(a, data, out, finetune="full", augment="reference", epochs=2)
+    busy = timer.gpu_busy()
+    return {
+        "value": timer.images_per_s(1),
+        "unit": "img/s",
+        "gpu_busy": busy,
+        "note": "epoch 2 (epoch 1 fills the store)",
+    }
+
+
+def measure_gpu_head_epoch(side: str, a: dict) -> dict:
+    """Head-only EfficientNet-B0 on the GPU, in seconds per 10,000 images (Food-11's training set)."""
+    data = Path(a["data"])
+    if side == "baseline":
+        ips = _baseline_loop(a, data, head_only=True)
+    else:
+        os.environ["IMGCLS_CACHE"] = str(Path(a["tmp"]) / "cache")
+        timer = _imgcls_train(
+            a,
+            data,
+            str(Path(a["tmp"]) / "run-gpu-head"),
+            finetune="head",
+            augment="reference",
+            feature_cache=0,
+            epochs=2,
+        )
+        ips = timer.images_per_s(1)
+    return {"value": 10_000 / ips, "unit": "s/10k img", "images_per_s": ips}
 
 
 def measure_malloc_tuning(side: str, a: dict) -> dict:

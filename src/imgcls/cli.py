@@ -151,7 +151,13 @@ def cmd_bench(args) -> int:
     from imgcls.bench import run_bench
 
     results = run_bench(
-        quick=args.quick, images=args.images, batch_size=args.batch_size, workers=args.workers, json_path=args.json
+        quick=args.quick,
+        images=args.images,
+        batch_size=args.batch_size,
+        workers=args.workers,
+        json_path=args.json,
+        accelerator=args.accelerator,
+        only=[m.strip() for m in args.only.split(",") if m.strip()] if args.only else None,
     )
     missed = [m["name"] for m in results["measures"] if not m["met"]]
     if missed:
@@ -344,6 +350,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--images", type=int, help="training images (default 512, quick 64)")
     p.add_argument("--batch-size", type=int, help="batch size for both sides (default 64, quick 32)")
     p.add_argument("--workers", type=int, help="DataLoader workers for both sides (default cores - 1)")
+    p.add_argument(
+        "--accelerator",
+        choices=("cpu", "cuda"),
+        default="cpu",
+        help="cuda: both sides on the GPU (head-only, full fine-tuning of EfficientNet-B0, ViT-B/16 and "
+        "attn_cnn, inference, data pipeline, GPU busy time)",
+    )
+    p.add_argument("--only", help="comma-separated measures to run (default: all for the accelerator)")
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("check-data", help="find unreadable, truncated, empty or oversized images in a dataset")

@@ -120,6 +120,14 @@ class TrainConfig:
         "learning-rate schedule: ReduceLROnPlateau on val_loss (recipe), cosine decay per step, or one-cycle",
         choices=("plateau", "cosine", "onecycle"),
     )
+    lr_decay: float = opt(
+        1.0,
+        "discriminative learning rates: each block's lr is this times the next block's, going back from "
+        "the head (fastai-style, e.g. 0.5; 1: one lr for all)",
+        lo=0,
+        hi=1,
+        lo_open=True,
+    )
     warmup_epochs: float = opt(0.0, "linear learning-rate warm-up from 1% over this many epochs", lo=0, hi=1000)
     label_smoothing: float = opt(0.0, "label smoothing of the cross-entropy targets", lo=0, hi=1, hi_open=True)
     mixup: float = opt(0.0, "mixup alpha (timm Mixup, soft-target loss; 0: off)", lo=0, hi=10)
@@ -164,6 +172,20 @@ class TrainConfig:
     strict: bool = opt(False, "stop on any unreadable image (exit 2) instead of skipping it", resumable=True)
     num_classes: int | None = opt(None, "expected number of classes; checked against the data", lo=2, hi=1_000_000)
     workers: int | None = opt(None, "DataLoader workers (default: cores - 1)", lo=0, hi=256, resumable=True)
+    data_pipeline: str = opt(
+        "auto",
+        "how images reach the model: decoded and augmented in loader workers, or decoded once into a uint8 "
+        "store and augmented as batches on the device (auto: tensor on CUDA, workers on CPU)",
+        choices=("auto", "workers", "tensor"),
+        resumable=True,
+    )
+    decode_size: int | None = opt(
+        None,
+        "short side of the images kept by --data-pipeline tensor (default: the eval resize, 256 at 224 px)",
+        lo=16,
+        hi=8192,
+        resumable=True,
+    )
     seed: int = opt(42, "random seed", lo=0, hi=SEED_MAX)
     early_stop: int | None = opt(
         None, "stop after this many epochs without a lower val_loss", lo=1, hi=100_000, resumable=True

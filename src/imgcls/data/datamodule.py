@@ -43,6 +43,7 @@ def make_loader(
     rank: int = 0,
     world: int = 1,
     labels: list[int] | None = None,
+    collate=collate_skip_bad,
 ) -> DataLoader:
     """``labels`` (training only): draw samples with probability 1 / (their class's size), so every class
     is seen about equally often in an epoch (with replacement; the epoch keeps its length)."""
@@ -77,7 +78,7 @@ def make_loader(
         num_workers=workers,
         persistent_workers=workers > 0,
         pin_memory=torch.cuda.is_available(),
-        collate_fn=collate_skip_bad,
+        collate_fn=collate,
         generator=generator,
         # A last training batch of one image would make BatchNorm raise (no batch statistics): drop it.
         drop_last=training and per_process > batch_size and per_process % batch_size == 1,

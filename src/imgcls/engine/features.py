@@ -75,18 +75,20 @@ def isolated_rng(seed: int):
             np.random.set_state(npy)
 
 
-def check_space(folder: Path, size: int, what: str) -> None:
+def check_space(
+    folder: Path, size: int, what: str, label: str = "feature cache", hint: str = "use fewer views (--feature-cache K)"
+) -> None:
     """Say how big the cache will be before filling it, and refuse when the disk cannot hold it."""
     import shutil
 
     free = shutil.disk_usage(folder).free
-    print(f"feature cache: {size / 2**20:.1f} MB ({what}) in {folder}")
+    print(f"{label}: {size / 2**20:.1f} MB ({what}) in {folder}")
     if size + 256 * 2**20 > free:
         from imgcls.errors import ImgclsError
 
         raise ImgclsError(
-            f"the feature cache needs {size / 2**20:.0f} MB but {folder} has {free / 2**20:.0f} MB free; "
-            "free some space, point $IMGCLS_CACHE elsewhere, or use fewer views (--feature-cache K)"
+            f"the {label} needs {size / 2**20:.0f} MB but {folder} has {free / 2**20:.0f} MB free; "
+            f"free some space, point $IMGCLS_CACHE elsewhere, or {hint}"
         )
 
 

@@ -162,16 +162,34 @@ class ClassifierModule(L.LightningModule):
         """Train loss/accuracy of the epoch so far (synced across processes by torchmetrics)."""
         return {"train_loss": float(self.train_loss.compute()), "train_acc": float(self.train_acc.compute())}
 
-    def configure_optimizers(self):
+    def param_groups(self) -> list[dict]:
+        """One group per block depth with ``--lr-decay`` < 1 (the head at ``lr``, the block before it at
+        ``lr * decay``, ...), else one group; ``base_lr`` is what warm-up scales."""
         params = [p for p in self.parameters() if p.requires_grad]
-        optimizer = build_optimizer(params, self.recipe)
+        decay, lr = self.recipe.lr_decay, self.recipe.lr
+        if decay >= 1:
+            return [{"params": params, "lr": lr, "base_lr": lr}]
+        from imgcls.models.blocks import model_sequence
+
+        counted = [s.module for s in model_sequence(self.model) if s.block]
+        depth: dict[int, int] = {}
+        for k, module in enumerate(reversed(counted)):
+            for p in module.parameters():
+                depth.setdefault(id(p), k)
+        by_depth: dict[int, list] = {}
+        for p in params:  # a parameter outside every block (none in the registered families) trains slowest
+            by_depth.setdefault(depth.get(id(p), len(counted)), []).append(p)
+        return [{"params": ps, "lr": lr * decay**k, "base_lr": lr * decay**k} for k, ps in sorted(by_depth.items())]
+
+    def configure_optimizers(self):
+        optimizer = build_optimizer(self.param_groups(), self.recipe)
         total = int(self.trainer.estimated_stepping_batches)
         per_epoch = max(1, total // max(1, self.trainer.max_epochs))
         schedule = build_schedule(optimizer, self.recipe, total, per_epoch)
         self.warmup_steps = schedule.pop("warmup_steps", 0)
         if self.warmup_steps:
             for group in optimizer.param_groups:
-                group["lr"] = self.recipe.lr * 0.01
+                group["lr"] = group["base_lr"] * 0.01
         return {"optimizer": optimizer, "lr_scheduler": schedule}
 
     def optimizer_step(self, epoch, batch_idx, optimizer, optimizer_closure=None):
@@ -179,5 +197,5 @@ class ClassifierModule(L.LightningModule):
         step = self.trainer.global_step
         if getattr(self, "warmup_steps", 0) and step < self.warmup_steps:
             for group in optimizer.param_groups:
-                group["lr"] = self.recipe.lr * (0.01 + 0.99 * min(1.0, (step + 1) / self.warmup_steps))
+                group["lr"] = group["base_lr"] * (0.01 + 0.99 * min(1.0, (step + 1) / self.warmup_steps))
         super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)

@@ -25,7 +25,7 @@ def build_schedule(optimizer, cfg, total_steps: int, steps_per_epoch: int) -> di
     if cfg.scheduler == "onecycle":
         pct = min(0.5, max(warmup / max(1, total_steps), 1e-3)) if warmup else 0.3
         sched = torch.optim.lr_scheduler.OneCycleLR(
-            optimizer, max_lr=cfg.lr, total_steps=max(1, total_steps), pct_start=pct
+            optimizer, max_lr=[g["lr"] for g in optimizer.param_groups], total_steps=max(1, total_steps), pct_start=pct
         )
         return {"scheduler": sched, "interval": "step"}
     if cfg.scheduler == "cosine":

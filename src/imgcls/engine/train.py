@@ -46,11 +46,12 @@ def resolve_for_data(cfg: TrainConfig, splits: DatasetSplits) -> TrainConfig:
         feature_cache = 0 if cfg.feature_cache == 0 else 1
     else:
         feature_cache = cfg.feature_cache or 0
-    if cfg.mixup or cfg.cutmix:
-        if cfg.feature_cache:
-            raise ImgclsError("--mixup/--cutmix mix images, not cached features: drop --feature-cache")
-        feature_cache = 0
+    if cfg.cutmix and cfg.feature_cache:
+        raise ImgclsError("--cutmix cuts boxes out of images, not cached features: drop --feature-cache")
+    if (cfg.mixup or cfg.cutmix) and not cfg.feature_cache:
+        feature_cache = 0  # mix images; with an explicit --feature-cache, --mixup mixes the cached activations
     cuda = torch.cuda.is_available() and cfg.accelerator in ("auto", "gpu", "cuda")
+    pipeline = _data_pipeline(cfg, feature_cache, cuda)
     precision = cfg.precision or (
         ("bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed") if cuda else "32-true"
     )
@@ -61,11 +62,32 @@ def resolve_for_data(cfg: TrainConfig, splits: DatasetSplits) -> TrainConfig:
         pretrained=pretrained,
         finetune=finetune,
         feature_cache=feature_cache,
+        data_pipeline=pipeline,
         data=str(Path(cfg.data).resolve()),  # the run folder then works from any directory
         workers=default_workers() if cfg.workers is None else cfg.workers,
         precision=precision,
         out=cfg.out or str(Path("runs") / spec_to_dirname(cfg.model)),
     )
+
+
+def _data_pipeline(cfg: TrainConfig, feature_cache: int, cuda: bool) -> str:
+    from imgcls.data.tensor_pipeline import TENSOR_AUGMENTS
+
+    if cfg.data_pipeline == "tensor":
+        if feature_cache:
+            raise ImgclsError(
+                "--data-pipeline tensor feeds images to the model; with --feature-cache the cache feeds it "
+                "(pass --feature-cache 0 to train from images)"
+            )
+        if cfg.augment not in TENSOR_AUGMENTS:
+            raise ImgclsError(
+                f"--data-pipeline tensor implements --augment {' and '.join(TENSOR_AUGMENTS)}, not "
+                f"{cfg.augment}; use --data-pipeline workers for it"
+            )
+        return "tensor"
+    if cfg.data_pipeline == "auto":
+        return "tensor" if cuda and not feature_cache and cfg.augment in TENSOR_AUGMENTS else "workers"
+    return cfg.data_pipeline
 
 
 def make_loggers(names: list[str] | None, root: Path) -> list:
@@ -239,7 +261,7 @@ def _train(cfg: TrainConfig, *, resume: bool, progress: bool, on_epoch, extra, f
     if cfg.feature_cache:
         datamodule = _feature_datamodule(cfg, module, splits)
     else:
-        datamodule = image_datamodule(cfg, splits)
+        datamodule = image_datamodule(cfg, splits, progress)
     module.train()
     if cfg.batch_size == 1 and module.has_batchnorm:
         raise ImgclsError(
@@ -270,6 +292,8 @@ def _train(cfg: TrainConfig, *, resume: bool, progress: bool, on_epoch, extra, f
     if progress:
         callbacks.append(TQDMProgressBar())
     on_cpu = not (torch.cuda.is_available() and cfg.accelerator in ("auto", "gpu", "cuda"))
+    if not on_cpu:
+        torch.set_float32_matmul_precision("high")  # TF32 matmuls for whatever runs outside autocast
     trainer = L.Trainer(
         max_epochs=cfg.epochs,
         accelerator=cfg.accelerator,
@@ -287,6 +311,7 @@ def _train(cfg: TrainConfig, *, resume: bool, progress: bool, on_epoch, extra, f
         enable_model_summary=False,
         num_sanity_val_steps=0,
         deterministic=on_cpu,  # free on CPU; on GPU it would cost speed
+        benchmark=not on_cpu,  # cuDNN picks the fastest convolution algorithms for the fixed input size
         log_every_n_steps=1,
     )
     rank_print = print if global_rank() == 0 else (lambda *a, **k: None)
@@ -317,8 +342,23 @@ def _train(cfg: TrainConfig, *, resume: bool, progress: bool, on_epoch, extra, f
     return paths
 
 
-def image_datamodule(cfg: TrainConfig, splits: DatasetSplits) -> ImageDataModule:
-    """Images streamed from disk and augmented in loader workers, as the config says."""
+def image_datamodule(cfg: TrainConfig, splits: DatasetSplits, progress: bool = True):
+    """Images streamed from disk and augmented in loader workers, or (``--data-pipeline tensor``) read
+    decoded from the image store and augmented on the device."""
+    if cfg.data_pipeline == "tensor":
+        from imgcls.data.tensor_pipeline import TensorDataModule
+
+        return TensorDataModule(
+            splits,
+            image_size=cfg.image_size,
+            augment=cfg.augment,
+            batch_size=cfg.batch_size,
+            workers=cfg.workers,
+            seed=cfg.seed,
+            balanced=cfg.sampler == "balanced",
+            short=cfg.decode_size,
+            progress=progress,
+        )
     return ImageDataModule(
         splits,
         image_size=cfg.image_size,

@@ -1,0 +1,127 @@
+"""``--data-pipeline tensor``: batches of decoded uint8 pixels from the image store, augmented on the device.
+
+Loader workers only copy stored pixels into a padded uint8 canvas (no decoding, no per-image float
+work); the batch is pinned and copied to the device as uint8 (4x less than float), and Lightning's
+``on_after_batch_transfer`` hook turns it into the model's input there: the reference augmentation for
+training, resize + centre crop for validation (``tensor_augment``). Sharding, the balanced sampler and
+the 1-image last batch rule are ``make_loader``'s, as for every other pipeline.
+"""
+
+from __future__ import annotations
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from imgcls.data import tensor_augment
+from imgcls.data.datamodule import make_loader
+from imgcls.data.image_store import ImageStore, get_store, pad_batch
+from imgcls.data.layouts import DatasetSplits
+from imgcls.data.transforms import eval_resize
+from imgcls.errors import ImgclsError
+
+TENSOR_AUGMENTS = ("reference", "none")
+
+
+class StoreDataset(Dataset):
+    """(HWC uint8 pixels, label) for the images of ``store`` that decoded."""
+
+    def __init__(self, store: ImageStore):
+        self.store = store
+        self.indices = store.good
+        self.labels = [int(store.labels[i]) for i in self.indices]
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, k: int):
+        return self.store.image(int(self.indices[k])), self.labels[k]
+
+
+def collate_canvas(items: list) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    canvas, sizes = pad_batch([np.asarray(im) for im, _ in items])
+    return canvas, sizes, torch.tensor([label for _, label in items])
+
+
+class TensorDataModule(L.LightningDataModule):
+    def __init__(
+        self,
+        splits: DatasetSplits,
+        *,
+        image_size: int,
+        augment: str,
+        batch_size: int,
+        workers: int,
+        seed: int,
+        balanced: bool = False,
+        short: int | None = None,
+        progress: bool = True,
+    ):
+        super().__init__()
+        if augment not in TENSOR_AUGMENTS:
+            raise ImgclsError(
+                f"--data-pipeline tensor implements --augment {' and '.join(TENSOR_AUGMENTS)}, not {augment!r}; "
+                "use --data-pipeline workers for it"
+            )
+        self.splits, self.image_size, self.augment = splits, image_size, augment
+        self.batch_size, self.workers, self.seed, self.balanced = batch_size, workers, seed, balanced
+        self.short = short or eval_resize(image_size)
+        self.progress = progress
+        self.store_seconds = 0.0
+        self.generator: torch.Generator | None = None
+
+    def _stores(self) -> tuple[ImageStore, ImageStore]:
+        kw = dict(short=self.short, progress=self.progress)
+        return get_store(self.splits.train, **kw), get_store(self.splits.val, **kw)
+
+    def prepare_data(self) -> None:
+        train, val = self._stores()
+        self.store_seconds = train.seconds + val.seconds
+        hit = train.hit and val.hit
+        print(
+            f"image store: {len(train)} training + {len(val)} validation images decoded at short side "
+            f"{self.short} px ({self.store_seconds:.1f}s{', read back' if hit else ''}; {train.path.parent})"
+        )
+
+    def setup(self, stage=None) -> None:
+        self.train_store, self.val_store = self._stores()
+        rank = self.trainer.global_rank if self.trainer is not None else 0
+        # Augmentation parameters: a seeded CPU generator per process (DDP ranks draw differently).
+        self.generator = torch.Generator().manual_seed(self.seed * 1000 + rank)
+
+    def _loader(self, store: ImageStore, train: bool) -> DataLoader:
+        ds = StoreDataset(store)
+        t = self.trainer
+        shard = {"rank": t.global_rank, "world": t.world_size} if t is not None else {}
+        return make_loader(
+            ds,
+            batch_size=self.batch_size,
+            workers=self.workers,
+            shuffle=train,
+            seed=self.seed if train else None,
+            labels=ds.labels if train and self.balanced else None,
+            collate=collate_canvas,
+            **shard,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_store, True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.val_store, False)
+
+    def to_model_input(self, batch, training: bool):
+        """(canvas, sizes, labels) on the device -> (normalised images, labels)."""
+        canvas, sizes, y = batch
+        if training and self.augment == "reference":
+            x = tensor_augment.train_batch(canvas, sizes, self.image_size, self.generator)
+        else:
+            x = tensor_augment.eval_batch(canvas, sizes, self.image_size)
+        return x, y
+
+    def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        if batch is None:
+            return None
+        training = self.trainer is not None and self.trainer.training
+        return self.to_model_input(batch, training)

@@ -1,0 +1,31 @@
+"""scripts/gpu-check.sh: its CPU half passes here (no GPU), and a broken environment fails it."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "gpu-check.sh"
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="on a GPU machine the script runs its GPU half (minutes)")
+def test_cpu_half_passes_and_writes_its_logs(tmp_path):
+    env = {**os.environ, "PYTHON": sys.executable}
+    proc = subprocess.run(["bash", str(SCRIPT), str(tmp_path)], capture_output=True, text=True, env=env)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "no CUDA GPU" in proc.stdout and "0 failed step(s)" in proc.stdout
+    for model in ("efficientnet_b0", "vit_b_16", "attn_cnn"):
+        assert len((tmp_path / f"metrics-{model}.csv").read_text().splitlines()) == 2  # header + 1 epoch
+        assert "top-1" in (tmp_path / f"evaluate-{model}.log").read_text()
+    bench = json.loads((tmp_path / "bench-cpu.json").read_text())
+    assert [m["name"] for m in bench["measures"]] == ["pipeline"]
+
+
+def test_a_python_without_torch_fails_the_script(tmp_path):
+    env = {**os.environ, "PYTHON": "/bin/false"}
+    proc = subprocess.run(["bash", str(SCRIPT), str(tmp_path)], capture_output=True, text=True, env=env)
+    assert proc.returncode == 1 and "cannot import torch" in proc.stdout
