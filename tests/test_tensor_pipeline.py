@@ -183,6 +183,7 @@ def test_loaders_shard_across_processes(demo_data):
     assert sum(seen) == len(splits.val) and abs(seen[0] - seen[1]) <= 1
     canvas, sizes, y = next(iter(dm.train_dataloader()))
     assert canvas.dtype == torch.uint8 and canvas.shape[:2] == (4, 3) and sizes.shape == (4, 2)
+    assert isinstance(sizes, np.ndarray)  # not a tensor: Lightning keeps it on the host
     x, y2 = dm.to_model_input((canvas, sizes, y), training=True)
     assert x.shape == (4, 3, 32, 32) and x.dtype == torch.float32 and torch.equal(y, y2)
 
@@ -195,6 +196,9 @@ def test_collate_pads_to_the_largest_image():
 
 
 def test_training_with_the_tensor_pipeline(demo_data, tmp_path):
+    import csv
+    import json
+
     import yaml
 
     from imgcls.evaluate import evaluate
@@ -202,8 +206,12 @@ def test_training_with_the_tensor_pipeline(demo_data, tmp_path):
     paths = train_tiny(demo_data, tmp_path / "t", augment="reference", data_pipeline="tensor", epochs=2)
     cfg = yaml.safe_load(paths.config.read_text())
     assert cfg["data_pipeline"] == "tensor"
-    rows = paths.metrics.read_text().splitlines()
-    assert len(rows) == 3
+    rows = list(csv.DictReader(paths.metrics.read_text().splitlines()))
+    assert len(rows) == 2
+    summary = json.loads(paths.summary.read_text())
+    epochs = sum(float(r["epoch_seconds"]) for r in rows)
+    assert summary["image_store_seconds"] > 0
+    assert summary["train_seconds"] == pytest.approx(epochs + summary["image_store_seconds"], abs=2e-3)
     assert evaluate(paths.root, split="validation", workers=0, engine="torch")["top1"] >= 0
 
 
@@ -216,3 +224,39 @@ def test_auto_is_workers_on_cpu_and_tensor_refuses_what_it_cannot_do(demo_data, 
         train_tiny(demo_data, tmp_path / "b", data_pipeline="tensor", augment="light")
     with pytest.raises(ImgclsError, match="with --feature-cache the cache feeds it"):
         train_tiny(demo_data, tmp_path / "c", model="efficientnet_lite0", data_pipeline="tensor", feature_cache=1)
+
+
+def test_a_killed_fill_leaves_nothing_behind_and_a_full_disk_is_a_message(tmp_path, photo, monkeypatch):
+    import os
+
+    from imgcls.data import image_store
+
+    photo.save(tmp_path / "a.jpg")
+    samples = [Sample(str(tmp_path / "a.jpg"), 0)]
+    calls = []
+
+    def killed(*a, **k):
+        calls.append(1)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(image_store, "decode_to", killed)
+    with pytest.raises(KeyboardInterrupt):
+        get_store(samples, short=32, workers=0, progress=False)
+    folder = next((tmp_path / "cache" / "decoded").iterdir())
+    assert calls and not list(folder.glob("*.npy")) and not list(folder.glob(".*"))
+    # A partial file of a process that no longer exists is removed by the next fill.
+    stale = folder / ".pixels.999999999.npy"
+    stale.write_bytes(b"partial")
+    monkeypatch.undo()
+    monkeypatch.setenv("IMGCLS_CACHE", str(tmp_path / "cache"))
+
+    def no_space(fd, offset, length):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "posix_fallocate", no_space)
+    with pytest.raises(ImgclsError, match="cannot reserve .*No space left"):
+        get_store(samples, short=32, workers=0, progress=False)
+    assert not stale.exists() and not list(folder.glob(".*.npy"))
+    monkeypatch.undo()
+    monkeypatch.setenv("IMGCLS_CACHE", str(tmp_path / "cache"))
+    assert get_store(samples, short=32, workers=0, progress=False).image(0).shape[2] == 3

@@ -122,7 +122,7 @@ def _load(folder: Path, hit: bool) -> ImageStore:
 
 def get_store(samples: list[Sample], *, short: int, workers: int | None = None, progress: bool = True) -> ImageStore:
     """The store for ``samples`` at short side ``short``, filled (on all cores) on a miss."""
-    from imgcls.engine.features import cache_key, check_space, file_fingerprint
+    from imgcls.engine.features import cache_key, check_space, file_fingerprint, reserve_memmap
 
     key = cache_key(format=FORMAT, short=short, files=file_fingerprint(samples))
     folder = store_root() / key
@@ -149,7 +149,7 @@ def get_store(samples: list[Sample], *, short: int, workers: int | None = None, 
         hint="use --data-pipeline workers",
     )
     tmp = folder / f".pixels.{os.getpid()}.npy"
-    np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(max(1, total),)).flush()
+    reserve_memmap(tmp, np.uint8, (max(1, total),)).flush()
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     workers = cores if workers is None else workers
     fill = _Fill([s.path for s in samples], sizes, offsets, tmp, errors)

@@ -146,7 +146,7 @@ def normalize(x: torch.Tensor) -> torch.Tensor:
 def train_batch(canvas, sizes, size: int, g: torch.Generator, *, degrees: float = 40.0, jitter: bool = True):
     """The reference train chain for a batch: (B, 3, size, size) float, normalised."""
     n = len(sizes)
-    sizes = sizes.cpu()
+    sizes = torch.as_tensor(sizes).cpu()
     angles = torch.empty(n, dtype=torch.float64).uniform_(-degrees, degrees, generator=g)
     crops = sample_crops(sizes, g)
     flips = torch.rand(n, generator=g) < 0.5
@@ -157,7 +157,7 @@ def train_batch(canvas, sizes, size: int, g: torch.Generator, *, degrees: float 
 
 def eval_batch(canvas, sizes, size: int) -> torch.Tensor:
     """Resize(short side to the evaluation resize) + CenterCrop(size) for a batch, normalised."""
-    sizes = sizes.cpu().double()
+    sizes = torch.as_tensor(sizes).cpu().double()
     h, w = sizes[:, 0], sizes[:, 1]
     scale = eval_resize(size) / torch.minimum(h, w)
     rh, rw = (h * scale).round(), (w * scale).round()

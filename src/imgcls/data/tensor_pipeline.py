@@ -39,9 +39,11 @@ class StoreDataset(Dataset):
         return self.store.image(int(self.indices[k])), self.labels[k]
 
 
-def collate_canvas(items: list) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def collate_canvas(items: list) -> tuple[torch.Tensor, np.ndarray, torch.Tensor]:
+    """(uint8 canvas, sizes, labels); the sizes stay a NumPy array so Lightning leaves them on the host
+    (the warp parameters are drawn there: no device-to-host sync per batch)."""
     canvas, sizes = pad_batch([np.asarray(im) for im, _ in items])
-    return canvas, sizes, torch.tensor([label for _, label in items])
+    return canvas, sizes.numpy(), torch.tensor([label for _, label in items])
 
 
 class TensorDataModule(L.LightningDataModule):

@@ -21,8 +21,12 @@ def summarize(rows: list[dict[str, Any]], static: dict[str, Any]) -> dict[str, A
     summary = dict(static)
     if rows:
         best = max(rows, key=lambda r: (r["val_acc"], -r["epoch"]))
-        # Training time includes computing cached features, when that happened (feature_cache_seconds).
-        seconds = sum(r["epoch_seconds"] for r in rows) + summary.get("feature_cache_seconds", 0.0)
+        # Training time includes computing cached features and decoding the image store, when that was needed.
+        seconds = (
+            sum(r["epoch_seconds"] for r in rows)
+            + summary.get("feature_cache_seconds", 0.0)
+            + summary.get("image_store_seconds", 0.0)
+        )
         summary.update(
             best_val_acc=best["val_acc"],
             best_val_acc5=best.get("val_acc5"),
@@ -65,6 +69,9 @@ class RunFilesCallback(Callback):
         seconds = getattr(trainer.datamodule, "feature_seconds", 0.0) if trainer.datamodule is not None else 0.0
         self.static["feature_cache_seconds"] = round(trainer.strategy.broadcast(seconds, src=0), 3)
         self.static["feature_cache_hit"] = bool(getattr(trainer.datamodule, "feature_hit", False))
+        if hasattr(trainer.datamodule, "store_seconds"):  # --data-pipeline tensor
+            store = trainer.strategy.broadcast(trainer.datamodule.store_seconds, src=0)
+            self.static["image_store_seconds"] = round(store, 3)
         self.static["world_size"] = trainer.world_size
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

@@ -92,6 +92,36 @@ def check_space(
         )
 
 
+def reserve_memmap(path: Path, dtype, shape: tuple) -> np.ndarray:
+    """A writable ``.npy`` memory map whose disk blocks are allocated up front: a disk that fills up
+    meanwhile then fails here with a message, instead of killing the process (SIGBUS) mid-write."""
+    remove_stale(path.parent)
+    out = np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=shape)
+    try:
+        if hasattr(os, "posix_fallocate"):
+            with open(path, "r+b") as fh:
+                os.posix_fallocate(fh.fileno(), 0, os.path.getsize(path))
+    except OSError as exc:
+        del out
+        path.unlink(missing_ok=True)
+        from imgcls.errors import ImgclsError
+
+        raise ImgclsError(f"cannot reserve {path} ({exc.strerror}); free some space or point $IMGCLS_CACHE elsewhere")
+    return out
+
+
+def remove_stale(folder: Path) -> None:
+    """Partial files (``.name.PID.npy``) left by a process that was killed while filling this entry."""
+    for part in folder.glob(".*.*.npy"):
+        try:
+            pid = int(part.name.split(".")[-2])
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            part.unlink(missing_ok=True)
+        except (ValueError, PermissionError):
+            pass
+
+
 def _load(folder: Path, hit: bool) -> CachedFeatures:
     meta = json.loads((folder / "meta.json").read_text())
     return CachedFeatures(
@@ -139,7 +169,7 @@ def get_features(
         shape = tuple(predictor.run(torch.zeros(1, 3, image_size, image_size)).shape[1:])
     size = len(samples) * views * int(np.prod(shape)) * 2
     check_space(folder, size, f"{len(samples)} images x {views} view(s) x {shape} fp16")
-    out = np.lib.format.open_memmap(tmp_name, mode="w+", dtype=np.float16, shape=(len(samples), views, *shape))
+    out = reserve_memmap(tmp_name, np.float16, (len(samples), views, *shape))
     keep = np.ones(len(samples), dtype=bool)
     for view in range(views):
         seen = np.zeros(len(samples), dtype=bool)

@@ -220,7 +220,8 @@ def build_report(root: str | Path) -> Path:
 <h2>Conclusion</h2><ul class="concl">{"".join(f"<li>{_md_bold_to_html(line)}</li>" for line in lines)}</ul>
 <h2>Results</h2><table><thead><tr>{head}</tr></thead><tbody>{body_rows}</tbody></table>
 <p class="note">{split_note}total train time is every second the variant needed: the epochs (training + validation)
-plus computing the frozen part's cached features, shown separately (reused from the cache or not; compilation,
+plus computing the frozen part's cached features, shown separately, and decoding the image store of
+--data-pipeline tensor (reused from the cache or not; compilation,
 when --compile is on, falls in the first epoch); flagged variants are not ranked;
 inference img/s is the forward pass at batch 32 on this machine, decoding excluded, in the engine that evaluate, predict and
 serve use ({html.escape(engines)}). Every number comes from the
