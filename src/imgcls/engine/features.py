@@ -106,7 +106,9 @@ def reserve_memmap(path: Path, dtype, shape: tuple) -> np.ndarray:
         path.unlink(missing_ok=True)
         from imgcls.errors import ImgclsError
 
-        raise ImgclsError(f"cannot reserve {path} ({exc.strerror}); free some space or point $IMGCLS_CACHE elsewhere")
+        raise ImgclsError(
+            f"cannot reserve {path} ({exc.strerror}); free some space or point $IMGCLS_CACHE elsewhere"
+        ) from None
     return out
 
 
