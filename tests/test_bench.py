@@ -41,3 +41,30 @@ def test_gpu_plan_covers_the_reference_models():
     assert names == ["pipeline", "head_epoch", *(f"full_finetune:{m}" for m in GPU_MODELS), "inference"]
     assert {p[2].get("model") for p in _plan("cuda", None) if p[1] == "gpu_full_finetune"} == set(GPU_MODELS)
     assert [p[0] for p in _plan("cpu", ["partial"])] == ["partial"]
+
+
+def test_gpu_bench_measures_run_on_cpu_tensors(tmp_path, monkeypatch):
+    """The GPU plan's worker functions, run on the CPU with tiny sizes: their code runs here, their
+    numbers come from a GPU machine (scripts/gpu-check.sh)."""
+    from imgcls import bench_worker
+    from imgcls.bench import make_photos
+
+    monkeypatch.setenv("IMGCLS_ENGINE", "torch")  # no ONNX export of the frozen backbone: seconds saved
+    make_photos(tmp_path / "data", 22)
+    a = dict(
+        data=str(tmp_path / "data"),
+        tmp=str(tmp_path),
+        batch_size=4,
+        workers=0,
+        repeats=1,
+        full_images=8,
+        device="cpu",
+        model="efficientnet_b0",
+        image_size=32,
+    )
+    # The baseline sides are _baseline_loop, which the quick bench above runs already.
+    full = bench_worker.measure_gpu_full_finetune("imgcls", a)
+    head = bench_worker.measure_gpu_head_epoch("imgcls", a)
+    assert full["unit"] == "img/s" and full["value"] > 0
+    assert head["unit"] == "s/10k img" and head["value"] > 0
+    assert full["gpu_busy"] is None  # no CUDA events without a GPU

@@ -69,6 +69,23 @@ def test_two_process_ddp_validation_is_exact(demo_data, tmp_path, augment, monke
     assert single["top1"] == pytest.approx(best["val_acc"], abs=1e-6)
 
 
+def test_two_process_ddp_with_the_tensor_pipeline(demo_data, tmp_path, monkeypatch):
+    monkeypatch.setenv("IMGCLS_CACHE", str(tmp_path / "cache"))
+    run = tmp_path / "run"
+    args = ["--model", "attn_cnn", "--data", str(demo_data), "--epochs", "2", "--image-size", "32"]
+    args += ["--batch-size", "8", "--devices", "2", "--strategy", "ddp", "--accelerator", "cpu", "--workers", "0"]
+    args += ["--augment", "reference", "--data-pipeline", "tensor", "--no-progress", "--out", str(run)]
+    proc = _torchrun("train", *args)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    # Filled once per node, by local rank 0: the size line of each split and one summary line.
+    assert proc.stdout.count("decoded images, short side") == 2 and proc.stdout.count("training + ") == 1
+    rows = read_metrics(run / "metrics.csv")
+    assert [r["epoch"] for r in rows] == [1, 2]
+    assert json.loads((run / "summary.json").read_text())["world_size"] == 2
+    for r in rows:  # validation shards summed without padding: a whole number of the 33 images
+        assert round(r["val_acc"] * 33, 4) == round(r["val_acc"] * 33)
+
+
 def test_two_process_compare_reports_once(demo_data, tmp_path, monkeypatch):
     monkeypatch.setenv("IMGCLS_CACHE", str(tmp_path / "cache"))
     out = tmp_path / "cmp"

@@ -52,6 +52,12 @@ def one_line_exit_2(capsys, argv):
         ["--feature-cache", "-2"],
         ["--unknown-flag"],
         ["--pretrained", "--no-pretrained", "--num-classes", "3"],
+        ["--data-pipeline", "gpu"],
+        ["--decode-size", "4"],
+        ["--data-pipeline", "tensor", "--augment", "light"],
+        ["--lr-decay", "0"],
+        ["--lr-decay", "1.5"],
+        ["--model", "efficientnet_lite0", "--cutmix", "1", "--feature-cache", "2"],
     ],
 )
 def test_bad_training_arguments(capsys, demo_data, tmp_path, extra):
@@ -59,6 +65,21 @@ def test_bad_training_arguments(capsys, demo_data, tmp_path, extra):
     if "--model" not in extra:
         argv += ["--model", "attn_cnn"]
     one_line_exit_2(capsys, argv + extra)
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        ["--only", "nope"],
+        ["--accelerator", "tpu"],
+        ["--images", "x"],
+        ["--images", "-5"],
+        ["--batch-size", "0"],
+        ["--workers", "-1"],
+    ],
+)
+def test_bad_bench_arguments(capsys, extra):
+    one_line_exit_2(capsys, ["bench", "--quick", *extra])
 
 
 @pytest.mark.parametrize(

@@ -157,6 +157,15 @@ def run_bench(
 
             raise ImgclsError("--accelerator cuda: PyTorch sees no CUDA device on this machine")
     plan = _plan(accelerator, only)
+    for flag, value, low in (
+        ("--images", images, 2 * CLASSES),
+        ("--batch-size", batch_size, 2),
+        ("--workers", workers, 0),
+    ):
+        if value is not None and not low <= value <= 1_000_000:
+            from imgcls.errors import ImgclsError
+
+            raise ImgclsError(f"bench {flag} {value}: use {low} or more")
     gpu = accelerator == "cuda"
     n = images or ((1024 if quick else 4096) if gpu else (64 if quick else 512))
     bs = batch_size or (64 if gpu or not quick else 32)

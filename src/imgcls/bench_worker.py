@@ -174,7 +174,7 @@ def _imgcls_train(a: dict, data: Path, out: str, **cfg) -> _Timer:
         model=a.get("model", "efficientnet_b0"),
         data=str(data),
         out=out,
-        image_size=224,
+        image_size=a.get("image_size", 224),
         batch_size=a["batch_size"],
         workers=a["workers"],
         pretrained=False,
@@ -197,7 +197,8 @@ def _baseline_loop(a: dict, data: Path, *, head_only: bool) -> float:
 
     torch.manual_seed(0)
     device = a.get("device", "cpu")
-    ds = datasets.ImageFolder(str(data / "train"), transform=build_train_transform(224, "reference-torchvision"))
+    size = a.get("image_size", 224)
+    ds = datasets.ImageFolder(str(data / "train"), transform=build_train_transform(size, "reference-torchvision"))
     loader = torch.utils.data.DataLoader(
         ds, batch_size=a["batch_size"], shuffle=True, num_workers=a["workers"], pin_memory=device != "cpu"
     )

@@ -135,9 +135,9 @@ def _generic(m) -> list[Stage]:
         if isinstance(head, nn.Module) and not isinstance(head, nn.Identity):
             body = Step(lambda x: m.forward_head(m.forward_features(x), pre_logits=True))
             return [Stage("body", body, True), Stage("head", head, True)]
-    from imgcls.models.hub_models import _last_linear
+    from imgcls.models.hub_models import last_linear
 
-    path = _last_linear(m)
+    path = last_linear(m)
     return [Stage("body", _without(m, path), True), Stage("head", m.get_submodule(path), True)]
 
 

@@ -23,7 +23,7 @@ def is_hub_name(name: str) -> bool:
     return name.startswith(PREFIXES)
 
 
-def _last_linear(model: nn.Module) -> str:
+def last_linear(model: nn.Module) -> str:
     linears = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
     if not linears:
         raise ImgclsError(f"{type(model).__name__} has no linear classifier layer to replace")
@@ -114,7 +114,7 @@ def _tv_info(name: str):
         if pretrained:
             model.load_state_dict(load_hub_state_dict(weights.url, name))
         if num_classes != 1000 or not pretrained:
-            path = _last_linear(model)
+            path = last_linear(model)
             _set_submodule(model, path, nn.Linear(model.get_submodule(path).in_features, num_classes))
         return model
 
