@@ -29,9 +29,9 @@ def test_device_augmentation_matches_the_cpu_one():
     cpu = ta.train_batch(canvas, sizes, 64, torch.Generator().manual_seed(3))
     gpu = ta.train_batch(canvas.cuda(), sizes.cuda(), 64, torch.Generator().manual_seed(3))
     assert gpu.device.type == "cuda"
-    assert (gpu.cpu() - cpu).abs().mean() < 0.02  # same draws; fp16 sampling on the GPU
+    assert (gpu.cpu() - cpu).abs().mean() < 1e-3  # same draws, same float32 sampling
     ev_cpu, ev_gpu = ta.eval_batch(canvas, sizes, 64), ta.eval_batch(canvas.cuda(), sizes.cuda(), 64)
-    assert (ev_gpu.cpu() - ev_cpu).abs().mean() < 0.02
+    assert (ev_gpu.cpu() - ev_cpu).abs().mean() < 1e-3
 
 
 @pytest.mark.parametrize("model", ["efficientnet_b0", "attn_cnn", "vit_tiny"])

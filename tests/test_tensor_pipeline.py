@@ -260,3 +260,15 @@ def test_a_killed_fill_leaves_nothing_behind_and_a_full_disk_is_a_message(tmp_pa
     monkeypatch.undo()
     monkeypatch.setenv("IMGCLS_CACHE", str(tmp_path / "cache"))
     assert get_store(samples, short=32, workers=0, progress=False).image(0).shape[2] == 3
+
+
+def test_elementwise_grid_is_affine_grid():
+    from torch.nn import functional as F
+
+    theta = torch.randn(5, 2, 3, dtype=torch.float64)
+    canvas = torch.randint(0, 256, (5, 3, 40, 50), dtype=torch.uint8)
+    ref = (
+        F.grid_sample(canvas.double(), F.affine_grid(theta, [5, 3, 16, 16], align_corners=False), align_corners=False)
+        / 255
+    )
+    assert torch.allclose(ta._warp(canvas, theta, 16).double(), ref, atol=1e-5)

@@ -3,7 +3,7 @@
 Input: a uint8 canvas (B, 3, H, W) with image k at the top left, ``sizes[k]`` = (height, width) (see
 ``image_store.pad_batch``). Training draws, per image and from the same distributions as the reference
 chain, a rotation in [-40, 40] degrees, a RandomResizedCrop box and a flip, and applies all three as one
-affine warp (``affine_grid`` + ``grid_sample``; the same sampling as ``fast_augment.FastTrainAugment``, so
+affine warp (one sampling grid per image + ``grid_sample``; the same sampling as ``fast_augment.FastTrainAugment``, so
 corners rotated in from outside the photo are black, as RandomRotation fills them). ColorJitter(0.2,
 0.2, 0.2, 0.1) follows with per-image factors and a per-image order, then ImageNet normalisation.
 Evaluation is Resize(short side) + CenterCrop as the same kind of warp, exact when the store kept the
@@ -73,10 +73,14 @@ def warp_theta(sizes, crops, angles, flips, size: int, canvas_hw: tuple[int, int
 
 
 def _warp(canvas: torch.Tensor, theta: torch.Tensor, size: int) -> torch.Tensor:
-    grid = F.affine_grid(theta.to(canvas.device), [len(canvas), 3, size, size], align_corners=False)
-    x = canvas.float() if canvas.device.type == "cpu" else canvas.half()
-    out = F.grid_sample(x, grid.to(x.dtype), mode="bilinear", padding_mode="zeros", align_corners=False)
-    return out.float().div_(255.0)
+    # The grid is built elementwise in float32 (what affine_grid computes with a batched matmul, which
+    # TF32 or half precision would round to ~0.25 px on a 512 px canvas).
+    t = theta.to(canvas.device, torch.float32).view(-1, 6, 1, 1).unbind(1)
+    axis = (torch.arange(size, device=canvas.device, dtype=torch.float32) * 2 + 1) / size - 1
+    xs, ys = axis.view(1, 1, -1), axis.view(1, -1, 1)
+    grid = torch.stack([t[0] * xs + t[1] * ys + t[2], t[3] * xs + t[4] * ys + t[5]], dim=-1)
+    out = F.grid_sample(canvas.float(), grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    return out.div_(255.0)
 
 
 def _gray(x: torch.Tensor) -> torch.Tensor:
