@@ -29,31 +29,45 @@ def _batches(samples, transform, batch_size: int = 16):
             yield batch[0]
 
 
-def quantize_int8(fp32: Path, out: Path, *, calibration, validation, transform, calib_images: int = 256) -> dict:
-    """Write ``out`` (int8) from ``fp32``; returns agreement numbers, or raises (removing ``out``) below 99%."""
+def quantize_static_int8(fp32: Path, out: Path, batches) -> None:
+    """Static QDQ int8 of ``fp32`` into ``out``, activations calibrated on ``batches`` (float tensors)."""
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
-
-    from imgcls.engine.onnx_engine import OrtRunner
+    from onnxruntime.quantization.shape_inference import quant_pre_process
 
     class Reader(CalibrationDataReader):
         def __init__(self):
-            self.it = iter(_batches(calibration[:calib_images], transform))
+            self.it = iter(batches)
 
         def get_next(self):
             x = next(self.it, None)
             return None if x is None else {"image": x.numpy().astype(np.float32)}
 
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    prepared = out.with_name(f".{out.name}.{os.getpid()}.pre.tmp")
     try:
+        # ORT's recommended first step (graph optimisation; its symbolic shape inference is skipped, it
+        # fails on attn_cnn's attention): EfficientNet-B0 int8 went from 146 to 192 img/s on 2 cores
+        # (fp32: 135), more of its ops being quantizable once fused.
+        quant_pre_process(str(fp32), str(prepared), skip_symbolic_shape=True)
         quantize_static(
-            str(fp32),
-            str(tmp),
+            str(prepared),
+            str(out),
             Reader(),
             quant_format=QuantFormat.QDQ,
             per_channel=True,
             activation_type=QuantType.QUInt8,
             weight_type=QuantType.QInt8,
         )
+    finally:
+        prepared.unlink(missing_ok=True)
+
+
+def quantize_int8(fp32: Path, out: Path, *, calibration, validation, transform, calib_images: int = 256) -> dict:
+    """Write ``out`` (int8) from ``fp32``; returns agreement numbers, or raises (removing ``out``) below 99%."""
+    from imgcls.engine.onnx_engine import OrtRunner
+
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    try:
+        quantize_static_int8(fp32, tmp, _batches(calibration[:calib_images], transform))
         ref, q = OrtRunner(fp32), OrtRunner(tmp)
         same = total = 0
         for x in _batches(validation, transform, 32):
