@@ -212,7 +212,10 @@ def test_training_with_the_tensor_pipeline(demo_data, tmp_path):
     epochs = sum(float(r["epoch_seconds"]) for r in rows)
     assert summary["image_store_seconds"] > 0
     assert summary["train_seconds"] == pytest.approx(epochs + summary["image_store_seconds"], abs=2e-3)
-    assert evaluate(paths.root, split="validation", workers=0, engine="torch")["top1"] >= 0
+    # Validation during training ran through the device warp; evaluate runs PIL's Resize + CenterCrop.
+    # Same pixels here (the store keeps small images as they are): the same accuracy.
+    r = evaluate(paths.root, split="validation", workers=0, engine="torch")
+    assert r["top1"] == pytest.approx(summary["best_val_acc"], abs=1e-6)
 
 
 def test_auto_is_workers_on_cpu_and_tensor_refuses_what_it_cannot_do(demo_data, tmp_path):

@@ -214,7 +214,7 @@ def run_bench(
             environments[side] = {k: env.get(k) for k in ("GLIBC_TUNABLES", DISABLE_ENV, "OMP_NUM_THREADS")}
             raw[(name, side)] = r = _run_worker(measure, side, {**args, **extra}, env)
             print(
-                f"  {name:<14}{side:<9} {r['value']:>10.3f} {r['unit']:<9} peak RSS {r['peak_rss_mb']:>7.0f} MB"
+                f"  {name:<16}{side:<9} {r['value']:>10.3f} {r['unit']:<9} peak RSS {r['peak_rss_mb']:>7.0f} MB"
                 f"  ({time.perf_counter() - t0:.0f}s)"
             )
         if ("inference", "baseline") in raw:

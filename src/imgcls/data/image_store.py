@@ -106,6 +106,10 @@ class _Fill(Dataset):
         return i, None
 
 
+def _as_is(item):
+    return item  # a module-level function: picklable under the spawn and forkserver start methods
+
+
 def _load(folder: Path, hit: bool) -> ImageStore:
     import json
 
@@ -153,7 +157,7 @@ def get_store(samples: list[Sample], *, short: int, workers: int | None = None, 
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     workers = cores if workers is None else workers
     fill = _Fill([s.path for s in samples], sizes, offsets, tmp, errors)
-    loader = DataLoader(fill, batch_size=None, num_workers=workers, collate_fn=lambda item: item)
+    loader = DataLoader(fill, batch_size=None, num_workers=workers, collate_fn=_as_is)
     index = np.stack([offsets, np.zeros_like(offsets), np.zeros_like(offsets)], axis=1)
     bar = None
     if progress and sys.stderr.isatty():
