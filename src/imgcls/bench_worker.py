@@ -142,18 +142,35 @@ class _Timer:
         timer = self
 
         class CB(Callback):
+            def on_fit_start(self, trainer, pl_module):
+                dm = trainer.datamodule
+                if timer.cuda and dm is not None and "on_after_batch_transfer" in type(dm).__dict__:
+                    # The tensor pipeline augments on the GPU before on_train_batch_start: count that as busy.
+                    augment = dm.on_after_batch_transfer
+
+                    def timed_augment(batch, dataloader_idx):
+                        if trainer.training:
+                            timer.pending = torch.cuda.Event(enable_timing=True)
+                            timer.pending.record()
+                        return augment(batch, dataloader_idx)
+
+                    dm.on_after_batch_transfer = timed_augment
+
             def on_train_epoch_start(self, trainer, pl_module):
                 timer.epochs.append({"images": 0, "t0": None, "t1": None})
                 timer.events = []
 
             def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
                 e = timer.epochs[-1]
+                pending, timer.pending = timer.pending, None
                 if e["t0"] is None and (len(timer.epochs) > 1 or batch_idx >= 1):
                     timer.sync()
                     e["t0"] = time.perf_counter()
+                    pending = None  # recorded before t0
                 if e["t0"] is not None and timer.cuda:
-                    start = torch.cuda.Event(enable_timing=True)
-                    start.record()
+                    start = pending or torch.cuda.Event(enable_timing=True)
+                    if pending is None:
+                        start.record()
                     timer.events.append([start, None])
 
             def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
@@ -172,7 +189,8 @@ class _Timer:
                     e["t1"] = time.perf_counter()  # the GPU's queue included
 
         self.epochs: list[dict] = []
-        self.events: list = []  # CUDA (start, end) per timed training step
+        self.events: list = []  # CUDA (start, end) per timed training step (device augmentation included)
+        self.pending = None
         self.cuda = torch.cuda.is_available()
         self.callback = CB()
 
@@ -182,7 +200,8 @@ class _Timer:
         return self.cuda
 
     def gpu_busy(self) -> float | None:
-        """Fraction of the last epoch's wall time the GPU spent inside training steps (data waits excluded)."""
+        """Fraction of the last epoch's wall time the GPU spent on training steps and their device
+        augmentation, from CUDA events (time waiting for the loader is what is left out)."""
         if not self.cuda or not self.events:
             return None
         torch.cuda.synchronize()
