@@ -73,10 +73,10 @@ def measure_inference(side: str, a: dict) -> dict:
 
     from imgcls.engine.predictor import predictor_for_module
     from imgcls.models import create_model
+    from imgcls.quantize import timed
 
     device = a.get("device", "cpu")
     model = create_model("efficientnet_b0", 11).eval().to(device)
-    x = torch.randn(a["batch_size"], 3, 224, 224)
     if side == "baseline":
 
         def run(t):
@@ -93,13 +93,7 @@ def measure_inference(side: str, a: dict) -> dict:
         def run(t):
             return predictor.run(t).cpu()
 
-    run(x)
-    times = []
-    for _ in range(a["repeats"]):
-        t0 = time.perf_counter()
-        run(x)
-        times.append(time.perf_counter() - t0)
-    ips = a["batch_size"] / statistics.median(times)
+    ips = timed(run, 224, batch=a["batch_size"], repeats=a["repeats"])
     return {"value": ips, "unit": "img/s", "gflops_per_s": ips * GMACS_EFFNET_B0 * 2, "note": engine}
 
 
@@ -110,7 +104,7 @@ def measure_inference_int8(side: str, a: dict) -> dict:
     from imgcls.data.transforms import build_eval_transform
     from imgcls.engine.onnx_engine import OrtRunner, export_onnx
     from imgcls.models import create_model
-    from imgcls.quantize import _batches, quantize_static_int8
+    from imgcls.quantize import _batches, quantize_static_int8, timed
 
     model = create_model("efficientnet_b0", 11).eval()
     folder = Path(a["tmp"]) / f"int8-{os.getpid()}"
@@ -118,15 +112,8 @@ def measure_inference_int8(side: str, a: dict) -> dict:
     samples = discover(Path(a["data"])).train[:64]
     quantize_static_int8(fp32, folder / "model.int8.onnx", _batches(samples, build_eval_transform(224)))
     runner = OrtRunner(folder / "model.int8.onnx")
-    x = torch.randn(a["batch_size"], 3, 224, 224)
-    runner(x)
-    times = []
-    for _ in range(a["repeats"]):
-        t0 = time.perf_counter()
-        runner(x)
-        times.append(time.perf_counter() - t0)
     return {
-        "value": a["batch_size"] / statistics.median(times),
+        "value": timed(runner, 224, batch=a["batch_size"], repeats=a["repeats"]),
         "unit": "img/s",
         "note": "onnxruntime int8 (static QDQ); opt-in, and refused by export when top-1 agreement with fp32 "
         "on the validation split is under 99%",

@@ -9,19 +9,26 @@ the 1-image last batch rule are ``make_loader``'s, as for every other pipeline.
 
 from __future__ import annotations
 
-import lightning as L
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
 from imgcls.data import tensor_augment
-from imgcls.data.datamodule import make_loader
+from imgcls.data.datamodule import ImageDataModule, make_loader
 from imgcls.data.image_store import ImageStore, get_store, pad_batch
 from imgcls.data.layouts import DatasetSplits
 from imgcls.data.transforms import eval_resize
 from imgcls.errors import ImgclsError
 
 TENSOR_AUGMENTS = ("reference", "none")
+
+
+def check_augment(augment: str) -> None:
+    if augment not in TENSOR_AUGMENTS:
+        raise ImgclsError(
+            f"--data-pipeline tensor implements --augment {' and '.join(TENSOR_AUGMENTS)}, not {augment!r}; "
+            "use --data-pipeline workers for it"
+        )
 
 
 class StoreDataset(Dataset):
@@ -46,29 +53,13 @@ def collate_canvas(items: list) -> tuple[torch.Tensor, np.ndarray, torch.Tensor]
     return canvas, sizes.numpy(), torch.tensor([label for _, label in items])
 
 
-class TensorDataModule(L.LightningDataModule):
-    def __init__(
-        self,
-        splits: DatasetSplits,
-        *,
-        image_size: int,
-        augment: str,
-        batch_size: int,
-        workers: int,
-        seed: int,
-        balanced: bool = False,
-        short: int | None = None,
-        progress: bool = True,
-    ):
-        super().__init__()
-        if augment not in TENSOR_AUGMENTS:
-            raise ImgclsError(
-                f"--data-pipeline tensor implements --augment {' and '.join(TENSOR_AUGMENTS)}, not {augment!r}; "
-                "use --data-pipeline workers for it"
-            )
-        self.splits, self.image_size, self.augment = splits, image_size, augment
-        self.batch_size, self.workers, self.seed, self.balanced = batch_size, workers, seed, balanced
-        self.short = short or eval_resize(image_size)
+class TensorDataModule(ImageDataModule):
+    """ImageDataModule's settings and sharding; batches from the image store, augmented on the device."""
+
+    def __init__(self, splits: DatasetSplits, *, short: int | None = None, progress: bool = True, **settings):
+        super().__init__(splits, **settings)
+        check_augment(self.augment)
+        self.short = short or eval_resize(self.image_size)
         self.progress = progress
         self.store_seconds = 0.0
         self.generator: torch.Generator | None = None
@@ -94,8 +85,6 @@ class TensorDataModule(L.LightningDataModule):
 
     def _loader(self, store: ImageStore, train: bool) -> DataLoader:
         ds = StoreDataset(store)
-        t = self.trainer
-        shard = {"rank": t.global_rank, "world": t.world_size} if t is not None else {}
         return make_loader(
             ds,
             batch_size=self.batch_size,
@@ -104,7 +93,7 @@ class TensorDataModule(L.LightningDataModule):
             seed=self.seed if train else None,
             labels=ds.labels if train and self.balanced else None,
             collate=collate_canvas,
-            **shard,
+            **self._shard(),
         )
 
     def train_dataloader(self) -> DataLoader:

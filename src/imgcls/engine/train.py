@@ -71,7 +71,7 @@ def resolve_for_data(cfg: TrainConfig, splits: DatasetSplits) -> TrainConfig:
 
 
 def _data_pipeline(cfg: TrainConfig, feature_cache: int, cuda: bool) -> str:
-    from imgcls.data.tensor_pipeline import TENSOR_AUGMENTS
+    from imgcls.data.tensor_pipeline import TENSOR_AUGMENTS, check_augment
 
     if cfg.data_pipeline == "tensor":
         if feature_cache:
@@ -79,11 +79,7 @@ def _data_pipeline(cfg: TrainConfig, feature_cache: int, cuda: bool) -> str:
                 "--data-pipeline tensor feeds images to the model; with --feature-cache the cache feeds it "
                 "(pass --feature-cache 0 to train from images)"
             )
-        if cfg.augment not in TENSOR_AUGMENTS:
-            raise ImgclsError(
-                f"--data-pipeline tensor implements --augment {' and '.join(TENSOR_AUGMENTS)}, not "
-                f"{cfg.augment}; use --data-pipeline workers for it"
-            )
+        check_augment(cfg.augment)
         return "tensor"
     if cfg.data_pipeline == "auto":
         return "tensor" if cuda and not feature_cache and cfg.augment in TENSOR_AUGMENTS else "workers"
@@ -345,22 +341,7 @@ def _train(cfg: TrainConfig, *, resume: bool, progress: bool, on_epoch, extra, f
 def image_datamodule(cfg: TrainConfig, splits: DatasetSplits, progress: bool = True):
     """Images streamed from disk and augmented in loader workers, or (``--data-pipeline tensor``) read
     decoded from the image store and augmented on the device."""
-    if cfg.data_pipeline == "tensor":
-        from imgcls.data.tensor_pipeline import TensorDataModule
-
-        return TensorDataModule(
-            splits,
-            image_size=cfg.image_size,
-            augment=cfg.augment,
-            batch_size=cfg.batch_size,
-            workers=cfg.workers,
-            seed=cfg.seed,
-            balanced=cfg.sampler == "balanced",
-            short=cfg.decode_size,
-            progress=progress,
-        )
-    return ImageDataModule(
-        splits,
+    common = dict(
         image_size=cfg.image_size,
         augment=cfg.augment,
         batch_size=cfg.batch_size,
@@ -368,6 +349,11 @@ def image_datamodule(cfg: TrainConfig, splits: DatasetSplits, progress: bool = T
         seed=cfg.seed,
         balanced=cfg.sampler == "balanced",
     )
+    if cfg.data_pipeline == "tensor":
+        from imgcls.data.tensor_pipeline import TensorDataModule
+
+        return TensorDataModule(splits, **common, short=cfg.decode_size, progress=progress)
+    return ImageDataModule(splits, **common)
 
 
 def _feature_datamodule(cfg: TrainConfig, module: ClassifierModule, splits: DatasetSplits):
