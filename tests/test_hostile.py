@@ -123,7 +123,15 @@ def test_two_real_processes_one_folder_and_ctrl_c(demo_data, tmp_path):
         "--out",
         str(tmp_path / "r"),
     ]
-    first = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # A shell without job control starts background jobs with SIGINT ignored (`make test &`, nohup
+    # CI runs), and the child would inherit that: give it the default disposition, as a terminal would.
+    first = subprocess.Popen(
+        argv,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     for _ in range(1200):  # until the first has finished an epoch: it holds the lock for sure
         if (tmp_path / "r" / "metrics.csv").is_file() or first.poll() is not None:
             break
@@ -132,7 +140,7 @@ def test_two_real_processes_one_folder_and_ctrl_c(demo_data, tmp_path):
     assert second.returncode == 2 and f"PID {first.pid}" in second.stderr and "Traceback" not in second.stderr
     first.send_signal(signal.SIGINT)
     _, err = first.communicate(timeout=300)
-    assert first.returncode == 130 and "imgcls: interrupted" in err and "Traceback" not in err
+    assert first.returncode == 130 and "imgcls: interrupted" in err and "Traceback" not in err, err[-2000:]
     rows = __import__("imgcls.rundir").rundir.read_metrics(tmp_path / "r" / "metrics.csv")
     assert rows and json.loads((tmp_path / "r" / "summary.json").read_text())["epochs_completed"] == rows[-1]["epoch"]
 
