@@ -3,7 +3,8 @@
 # 224 px photos, and `imgcls bench --accelerator cuda --quick`; logs and JSON under one folder.
 # Without a GPU it says so, runs the CPU half (collects the CUDA tests, which skip; the same trainings at
 # 32 px through --data-pipeline tensor; the CPU `pipeline` bench) and exits 0 when that passes.
-# Installs nothing: it uses .venv (from `make install`) or $PYTHON. Exit status: the number of failed steps.
+# Installs nothing: it uses .venv (from `make install`) or $PYTHON (e.g. PYTHON=python3 on a machine whose
+# Python already has torch, lightning, timm, torchmetrics and onnxruntime). Exit status: failed steps.
 #
 #   scripts/gpu-check.sh [OUT_DIR]        (default: gpu-check/; on the device machine: $OUT)
 set -uo pipefail
@@ -16,6 +17,8 @@ if [ -z "${PYTHON:-}" ]; then
 fi
 WORK=$(mktemp -d -t imgcls-gpu-check-XXXXXX)
 trap 'rm -rf "$WORK"' EXIT
+# src/ first: the check also runs where imgcls is not installed (a GPU machine's own Python with torch).
+export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}"
 export IMGCLS_CACHE="$WORK/cache" IMGCLS_OFFLINE=1 PYTHONUNBUFFERED=1
 failures=0
 T0=$(date +%s)

@@ -50,7 +50,13 @@ def test_training_on_the_gpu_uses_the_tensor_pipeline_and_mixed_precision(demo_d
 
 def test_feature_cache_and_partial_training_on_the_gpu(demo_data, tmp_path):
     paths = train_tiny(
-        demo_data, tmp_path / "l3", model="efficientnet_lite0", finetune="last:3", feature_cache=2, epochs=2
+        demo_data,
+        tmp_path / "l3",
+        model="efficientnet_lite0",
+        pretrained=False,  # the offline weights package may be missing on a GPU machine
+        finetune="last:3",
+        feature_cache=2,
+        epochs=2,
     )
     assert yaml.safe_load(paths.config.read_text())["data_pipeline"] == "workers"  # the cache feeds it
     assert len(paths.metrics.read_text().splitlines()) == 3
