@@ -34,6 +34,16 @@ def _to_rgb(im: Image.Image) -> Image.Image:
     return im.convert("RGB")
 
 
+SWAPS_AXES = {5, 6, 7, 8}  # EXIF orientations that transpose width and height
+
+
+def orientation_swaps_axes(im: Image.Image) -> bool:
+    """Whether the file's EXIF orientation displays it rotated by 90 degrees (read from the header)."""
+    if im.format not in ("JPEG", "TIFF", "PNG", "WEBP"):
+        return False
+    return im.getexif().get(0x0112, 1) in SWAPS_AXES
+
+
 @contextmanager
 def decoding(path):
     """Turns every way Pillow fails on a file into BadImageError; bombs (over Pillow's limit) included."""

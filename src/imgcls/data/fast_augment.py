@@ -21,9 +21,7 @@ from PIL import Image, ImageOps
 from torchvision import transforms as T
 from torchvision.transforms import functional as F
 
-from imgcls.data.decode import _to_rgb, decoding
-
-_SWAPS_AXES = {5, 6, 7, 8}  # EXIF orientations that transpose width and height
+from imgcls.data.decode import _to_rgb, decoding, orientation_swaps_axes
 
 
 def sample_crop(width: int, height: int, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3)) -> tuple[int, int, int, int]:
@@ -88,9 +86,8 @@ class FastTrainAugment:
         return self.normalize(tensor) if self.normalize is not None else tensor
 
     def _warp(self, im: Image.Image) -> Image.Image:
-        orientation = im.getexif().get(0x0112, 1) if im.format in ("JPEG", "TIFF", "PNG", "WEBP") else 1
         w0, h0 = im.size
-        width, height = (h0, w0) if orientation in _SWAPS_AXES else (w0, h0)
+        width, height = (h0, w0) if orientation_swaps_axes(im) else (w0, h0)
         angle = random.uniform(-self.degrees, self.degrees)
         crop = sample_crop(width, height)
         flip = random.random() < 0.5

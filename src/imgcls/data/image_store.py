@@ -22,18 +22,18 @@ import torch
 from PIL import Image, ImageOps
 from torch.utils.data import DataLoader, Dataset
 
-from imgcls.data.decode import _to_rgb, decoding
+from imgcls.cache import user_cache
+from imgcls.data.decode import _to_rgb, decoding, orientation_swaps_axes
 from imgcls.data.layouts import Sample
 from imgcls.errors import BadImageError
 from imgcls.rundir import write_json
 
 log = logging.getLogger(__name__)
 FORMAT = 1  # bump when the stored pixels would differ for the same inputs
-_SWAPS_AXES = {5, 6, 7, 8}  # EXIF orientations that transpose width and height
 
 
 def store_root() -> Path:
-    return Path(os.environ.get("IMGCLS_CACHE") or Path.home() / ".cache" / "imgcls") / "decoded"
+    return user_cache("decoded")
 
 
 def stored_size(width: int, height: int, short: int) -> tuple[int, int]:
@@ -45,15 +45,14 @@ def stored_size(width: int, height: int, short: int) -> tuple[int, int]:
 def upright_size(path: str) -> tuple[int, int]:
     """The image's size after EXIF rotation, from its header (no pixels decoded)."""
     with decoding(path), Image.open(path) as im:
-        orientation = im.getexif().get(0x0112, 1) if im.format in ("JPEG", "TIFF", "PNG", "WEBP") else 1
-        return (im.height, im.width) if orientation in _SWAPS_AXES else im.size
+        return (im.height, im.width) if orientation_swaps_axes(im) else im.size
 
 
 def decode_to(path: str, size: tuple[int, int]) -> np.ndarray:
     """HWC uint8 RGB at exactly ``size`` (width, height); JPEGs decode at the smallest DCT scale that covers it."""
     with decoding(path), Image.open(path) as im:
         if im.format == "JPEG":
-            im.draft("RGB", size if im.getexif().get(0x0112, 1) not in _SWAPS_AXES else size[::-1])
+            im.draft("RGB", size[::-1] if orientation_swaps_axes(im) else size)
         im.load()
         image = _to_rgb(ImageOps.exif_transpose(im))
         if image.size != size:

@@ -15,6 +15,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from imgcls.cache import user_cache
 from imgcls.data.layouts import DatasetSplits, Sample
 from imgcls.errors import BadImageError, ImgclsError
 from imgcls.rundir import atomic_write_text
@@ -52,7 +53,7 @@ def check_file(path: str) -> str | None:
 
 
 def _cache_file(root: str) -> Path:
-    base = Path(os.environ.get("IMGCLS_CACHE") or Path.home() / ".cache" / "imgcls") / "scan"
+    base = user_cache("scan")
     return base / (hashlib.sha256(str(Path(root).resolve()).encode()).hexdigest()[:20] + ".json")
 
 

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from imgcls.cache import user_cache
 from imgcls.data.datamodule import make_loader
 from imgcls.data.layouts import Sample
 from imgcls.rundir import write_json
@@ -30,7 +31,7 @@ log = logging.getLogger(__name__)
 
 
 def cache_root() -> Path:
-    return Path(os.environ.get("IMGCLS_CACHE") or Path.home() / ".cache" / "imgcls") / "features"
+    return user_cache("features")
 
 
 def file_fingerprint(samples: list[Sample]) -> list:

@@ -16,6 +16,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from imgcls.cache import user_cache
+
 log = logging.getLogger(__name__)
 ENGINE_ENV = "IMGCLS_ENGINE"  # auto | onnx | torch
 
@@ -122,7 +124,7 @@ def make_runner(
     device = next(model.parameters()).device
     if engine == "onnx" or (engine == "auto" and device.type == "cpu" and onnxruntime_available()):
         try:
-            folder = cache_dir or Path(os.environ.get("IMGCLS_CACHE") or Path.home() / ".cache" / "imgcls") / "onnx"
+            folder = cache_dir or user_cache("onnx")
             path = folder / f"{state_fingerprint(model, image_size)}.onnx"
             if not path.is_file():
                 export_onnx(model, image_size, path)
