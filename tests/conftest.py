@@ -27,7 +27,7 @@ def demo_data(tmp_path_factory) -> Path:
     return write_demo_dataset(tmp_path_factory.mktemp("demo") / "data", per_class=8, size=32, seed=3)
 
 
-def train_tiny(data: Path, out: Path, **overrides):
+def train_tiny(data: Path, out: Path, extra_callbacks=None, **overrides):
     from imgcls.config import resolve_config
     from imgcls.engine.train import train
 
@@ -42,7 +42,7 @@ def train_tiny(data: Path, out: Path, **overrides):
         augment="light",
     )
     options.update(overrides)
-    return train(resolve_config(None, options), progress=False)
+    return train(resolve_config(None, options), progress=False, extra_callbacks=extra_callbacks)
 
 
 @pytest.fixture(scope="session")

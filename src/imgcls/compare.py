@@ -61,7 +61,10 @@ def demo_data_dir(cache: Path | None = None) -> Path:
     folder = cache / "demo-data-{per_class}x{size}-seed{seed}".format(**DEMO_DATA)
     done = folder / "classes.txt"  # written last, so its presence means complete
     if not done.is_file() and global_rank() == 0:
+        import shutil
+
         print(f"generating the demo dataset in {folder}")
+        shutil.rmtree(folder, ignore_errors=True)  # imgcls's own cache: an incomplete copy from an older version
         write_demo_dataset(folder, **DEMO_DATA)
     deadline = time.time() + 600
     while not done.is_file():  # other processes of a multi-process run wait for rank 0's copy

@@ -104,17 +104,43 @@ def render(cls: int, size: int, rng: np.random.Generator) -> Image.Image:
 
 
 def write_demo_dataset(out: str | Path, *, per_class: int = 60, size: int = 64, seed: int = 0) -> Path:
-    """Writes training/validation/evaluation (``<class>_<n>.jpg``) and classes.txt; returns ``out``."""
+    """Writes training/validation/evaluation (``<class>_<n>.jpg``) and classes.txt; returns ``out``.
+
+    ``out`` must be missing or empty: a user's dataset is never overwritten. The files are written into a
+    sibling folder that is renamed into place at the end, so a killed run leaves no half dataset.
+    """
+    import os
+    import shutil
+    import uuid
+
+    from imgcls.errors import ImgclsError
+
     out = Path(out)
-    if per_class < 2 or size < 16:
-        raise ValueError("per_class must be >= 2 and size >= 16")
-    for split_id, (split, fraction) in enumerate(SPLITS.items()):
-        folder = out / split
-        folder.mkdir(parents=True, exist_ok=True)
-        count = max(2, math.ceil(per_class * fraction))
-        for cls in range(len(DEMO_CLASSES)):
-            for n in range(count):
-                rng = np.random.default_rng([seed, split_id, cls, n])
-                render(cls, size, rng).save(folder / f"{cls}_{n}.jpg", quality=92)
-    (out / "classes.txt").write_text("\n".join(DEMO_CLASSES) + "\n")
+    if per_class < 2:
+        raise ImgclsError(f"--per-class must be at least 2, got {per_class}")
+    if not 16 <= size <= 1024:
+        raise ImgclsError(f"--size must be between 16 and 1024 px, got {size}")
+    if out.exists() and not out.is_dir():
+        raise ImgclsError(f"{out} is a file; give demo-data a folder that does not exist yet")
+    if out.is_dir() and any(out.iterdir()):
+        raise ImgclsError(f"{out} is not empty; demo-data writes only into a new or empty folder")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    part = out.with_name(f".{out.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.partial")
+    try:
+        for split_id, (split, fraction) in enumerate(SPLITS.items()):
+            folder = part / split
+            folder.mkdir(parents=True, exist_ok=True)
+            count = max(2, math.ceil(per_class * fraction))
+            for cls in range(len(DEMO_CLASSES)):
+                for n in range(count):
+                    rng = np.random.default_rng([seed, split_id, cls, n])
+                    render(cls, size, rng).save(folder / f"{cls}_{n}.jpg", quality=92)
+        (part / "classes.txt").write_text("\n".join(DEMO_CLASSES) + "\n")
+        if out.is_dir():
+            out.rmdir()  # empty (checked above); a folder that filled meanwhile makes this fail, untouched
+        os.replace(part, out)
+    except OSError as exc:
+        raise ImgclsError(f"cannot write the demo dataset to {out}: {exc.strerror or exc}") from None
+    finally:
+        shutil.rmtree(part, ignore_errors=True)
     return out

@@ -9,7 +9,7 @@ from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from imgcls.errors import ImgclsError
@@ -125,7 +125,7 @@ class RunFilesCallback(Callback):
             self.static["backbone_engine"] = record
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.is_global_zero:
+        if trainer.is_global_zero and self.rows:  # a fit that completed no epoch is never "complete"
             stopped = trainer.early_stopping_callback is not None and trainer.early_stopping_callback.stopped_epoch > 0
             summary = summarize(self.rows, {**self.static, "complete": True, "early_stopped": bool(stopped)})
             write_json(self.paths.summary, summary)
@@ -150,3 +150,48 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         if not isinstance(state, dict) or "state_dict" not in state:
             raise ImgclsError(f"{path}: not a Lightning checkpoint of an imgcls run (start over with --force)")
         return state
+
+
+class BestCheckpoint(ModelCheckpoint):
+    """``best.ckpt``: the epoch with the highest ``monitor`` so far (ties keep the earlier epoch, as
+    summary.json does).
+
+    Lightning forgets the best score when a run folder was moved or copied (its saved ``dirpath``
+    differs) and would then overwrite ``best.ckpt`` with the next epoch, however bad; here the score
+    is always restored and the paths point into the folder as it is now.
+    """
+
+    def __init__(self, dirpath: Path, monitor: str):
+        super().__init__(
+            dirpath=dirpath,
+            filename="best",
+            monitor=monitor,
+            mode="max",
+            save_top_k=1,
+            save_last=False,
+            enable_version_counter=False,
+        )
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        here = str(Path(self.dirpath) / "best.ckpt")
+        score = state_dict.get("best_model_score")
+        moved = {
+            **state_dict,
+            "dirpath": self.dirpath,
+            "best_model_path": here if score is not None else "",
+            "kth_best_model_path": here if score is not None else "",
+            "best_k_models": {here: score} if score is not None else {},
+            "last_model_path": "",
+        }
+        super().load_state_dict(moved)
+
+
+class LastCheckpoint(ModelCheckpoint):
+    """``last.ckpt``: every completed epoch, always (Lightning's ``save_last`` writes it only when a
+    top-k checkpoint is saved, so a resume would go back to the best epoch and redo the rest)."""
+
+    def __init__(self, dirpath: Path):
+        super().__init__(dirpath=dirpath, filename="last", monitor=None, save_top_k=1, enable_version_counter=False)
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.best_model_path = str(Path(self.dirpath) / "last.ckpt")  # nothing else to restore

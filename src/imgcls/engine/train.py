@@ -12,20 +12,20 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, TQDMProgressBar
+from lightning.pytorch.callbacks import EarlyStopping, TQDMProgressBar
 
 from imgcls.config import RESUMABLE, TrainConfig, coerce, dump_config, flag_name, load_run_config, parse_finetune
 from imgcls.data.datamodule import ImageDataModule, default_workers
 from imgcls.data.layouts import DatasetSplits, discover
 from imgcls.data.scan import scan_splits, write_bad_files
-from imgcls.engine.callbacks import AtomicCheckpointIO, RunFilesCallback, device_name
+from imgcls.engine.callbacks import AtomicCheckpointIO, BestCheckpoint, LastCheckpoint, RunFilesCallback, device_name
 from imgcls.engine.module import ClassifierModule, FrozenPrefix
 from imgcls.errors import ImgclsError
 from imgcls.models.blocks import split
 from imgcls.models.freeze import match_frozen
 from imgcls.models.profile import count_gflops, count_params
 from imgcls.models.registry import create_model, get_model_info, parse_model_spec, spec_to_dirname
-from imgcls.rundir import RunLock, RunPaths, clear_run, folder_state, read_json, write_json
+from imgcls.rundir import RunLock, RunPaths, clear_run, folder_state, read_json, read_metrics, write_json
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +38,7 @@ def resolve_for_data(cfg: TrainConfig, splits: DatasetSplits) -> TrainConfig:
     if cfg.num_classes is not None and cfg.num_classes != n:
         raise ImgclsError(f"--num-classes {cfg.num_classes} does not match the data: {n} classes in {splits.root}")
     pretrained = info.has_weights if cfg.pretrained is None else cfg.pretrained
-    finetune = cfg.finetune or ("head" if pretrained else "full")
+    finetune = _whole_model_is_full(cfg, cfg.finetune or ("head" if pretrained else "full"), n)
     # The feature cache serves head and last:N training; by default it is on when augmentation is off.
     if parse_finetune(finetune) is None:
         feature_cache = 0
@@ -68,6 +68,27 @@ def resolve_for_data(cfg: TrainConfig, splits: DatasetSplits) -> TrainConfig:
         precision=precision,
         out=cfg.out or str(Path("runs") / spec_to_dirname(cfg.model)),
     )
+
+
+def _whole_model_is_full(cfg: TrainConfig, finetune: str, num_classes: int) -> str:
+    """``last:N`` with N = every block of the model trains the whole model: that is ``full`` (its frozen
+    prefix would be empty). N above the block count is refused here, before any data is read."""
+    keep = parse_finetune(finetune)
+    if not keep:
+        return finetune
+    from imgcls.models.blocks import blocks
+
+    name, kwargs = parse_model_spec(cfg.model)
+    count = len(blocks(create_model(name, num_classes, pretrained=False, image_size=cfg.image_size, **kwargs)))
+    if keep > count:
+        raise ImgclsError(
+            f"--finetune {finetune}: {cfg.model} has {count} blocks (use last:1..last:{count - 1}, or full)"
+        )
+    if keep == count:
+        if global_rank() == 0:
+            print(f"note: --finetune {finetune} covers every block of {cfg.model}: training it whole (finetune=full)")
+        return "full"
+    return finetune
 
 
 def _data_pipeline(cfg: TrainConfig, feature_cache: int, cuda: bool) -> str:
@@ -268,15 +289,8 @@ def _train(cfg: TrainConfig, *, resume: bool, progress: bool, on_epoch, extra, f
         module.model.compile()  # in place: the state_dict keys, and so the checkpoints, stay the same
     callbacks = [
         RunFilesCallback(paths, static, on_epoch=on_epoch, classes=splits.classes),
-        ModelCheckpoint(
-            dirpath=paths.checkpoints,
-            filename="best",
-            monitor="val_acc",
-            mode="max",
-            save_top_k=1,
-            save_last=True,
-            enable_version_counter=False,
-        ),
+        BestCheckpoint(paths.checkpoints, monitor="val_acc"),
+        LastCheckpoint(paths.checkpoints),  # after best: a kill between the two redoes the epoch on resume
     ]
     callbacks += extra or []
     if cfg.early_stop:
@@ -334,6 +348,8 @@ def _train(cfg: TrainConfig, *, resume: bool, progress: bool, on_epoch, extra, f
             raise
     if trainer.interrupted:
         raise KeyboardInterrupt
+    if not read_metrics(paths.metrics):
+        raise ImgclsError(f"training of {cfg.model} completed no epoch; {paths.root} holds no trained model")
     log.info("fit took %.1fs", time.perf_counter() - t0)
     return paths
 
