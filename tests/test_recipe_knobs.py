@@ -143,20 +143,32 @@ def test_cutmix_refuses_a_feature_cache_and_mixup_mixes_cached_activations(demo_
     assert 2 in targets  # soft targets: the cached activations were mixed (manifold mixup)
 
 
+def _plan_without_data(cfg):
+    from imgcls.config import parse_finetune
+    from imgcls.data.layouts import DatasetSplits
+    from imgcls.plan import ModelChoice, RunPlan
+
+    splits = DatasetSplits("", "", [f"c{i}" for i in range(cfg.num_classes)], [], [])
+    keep = parse_finetune(cfg.finetune)
+    return RunPlan(
+        cfg=cfg, model=ModelChoice.parse(cfg.model), task="single", keep=keep, cuda=False, devices=1, splits=splits
+    )
+
+
 def test_lr_decay_gives_each_block_its_rate(demo_data):
-    from imgcls.engine.train import build_module
+    from imgcls.engine.build import build_module
     from imgcls.models.blocks import model_sequence
 
     cfg = resolve_config(None, {"model": "efficientnet_lite0", "num_classes": 3, "finetune": "last:3", "lr": 1e-3})
     cfg = resolve_config(None, {**cfg.to_dict(), "lr_decay": 0.5, "pretrained": False, "image_size": 32})
-    module = build_module(cfg)
+    module = build_module(_plan_without_data(cfg))
     groups = module.param_groups()
     assert [g["lr"] for g in groups] == pytest.approx([1e-3, 5e-4, 2.5e-4, 1.25e-4])
     stages = [s for s in model_sequence(module.model) if s.block]
     head_ids = {id(p) for p in stages[-1].module.parameters()}
     assert {id(p) for p in groups[0]["params"]} == head_ids
     assert sum(len(g["params"]) for g in groups) == sum(p.requires_grad for p in module.parameters())
-    one = build_module(resolve_config(None, {**cfg.to_dict(), "lr_decay": 1.0}))
+    one = build_module(_plan_without_data(resolve_config(None, {**cfg.to_dict(), "lr_decay": 1.0})))
     assert len(one.param_groups()) == 1
 
 

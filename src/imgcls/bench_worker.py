@@ -72,8 +72,8 @@ def measure_inference(side: str, a: dict) -> dict:
     import os
 
     from imgcls.engine.predictor import predictor_for_module
+    from imgcls.engine.timing import images_per_second
     from imgcls.models import create_model
-    from imgcls.quantize import timed
 
     device = a.get("device", "cpu")
     model = create_model("efficientnet_b0", 11).eval().to(device)
@@ -93,7 +93,7 @@ def measure_inference(side: str, a: dict) -> dict:
         def run(t):
             return predictor.run(t).cpu()
 
-    ips = timed(run, 224, batch=a["batch_size"], repeats=a["repeats"])
+    ips = images_per_second(run, 224, batch_size=a["batch_size"], min_repeats=a["repeats"], min_seconds=0.0)
     return {"value": ips, "unit": "img/s", "gflops_per_s": ips * GMACS_EFFNET_B0 * 2, "note": engine}
 
 
@@ -101,19 +101,25 @@ def measure_inference_int8(side: str, a: dict) -> dict:
     """imgcls's opt-in int8 export (``export --quantize int8``: static QDQ, calibrated on 64 training
     photos through the eval transform) in ONNX Runtime; the baseline is the inference measure's."""
     from imgcls.data.layouts import discover
-    from imgcls.data.transforms import build_eval_transform
-    from imgcls.engine.onnx_engine import OrtRunner, export_onnx
+    from imgcls.engine.onnx_engine import export_onnx
+    from imgcls.engine.predictor import onnx_predictor
+    from imgcls.engine.timing import images_per_second
     from imgcls.models import create_model
-    from imgcls.quantize import _batches, quantize_static_int8, timed
+    from imgcls.quantize import calibration_batches, quantize_static_int8
 
     model = create_model("efficientnet_b0", 11).eval()
     folder = Path(a["tmp"]) / f"int8-{os.getpid()}"
     fp32 = export_onnx(model, 224, folder / "model.onnx")
+    info = {"classes": [f"c{i}" for i in range(11)], "image_size": 224, "model": "efficientnet_b0"}
     samples = discover(Path(a["data"])).train[:64]
-    quantize_static_int8(fp32, folder / "model.int8.onnx", _batches(samples, build_eval_transform(224)))
-    runner = OrtRunner(folder / "model.int8.onnx")
+    quantize_static_int8(
+        fp32, folder / "model.int8.onnx", calibration_batches(samples, onnx_predictor(fp32, info).transform)
+    )
+    int8 = onnx_predictor(folder / "model.int8.onnx", info)  # the predictor predict/serve would use
     return {
-        "value": timed(runner, 224, batch=a["batch_size"], repeats=a["repeats"]),
+        "value": images_per_second(
+            int8.run, 224, batch_size=a["batch_size"], min_repeats=a["repeats"], min_seconds=0.0
+        ),
         "unit": "img/s",
         "note": "onnxruntime int8 (static QDQ); opt-in, and refused by export when top-1 agreement with fp32 "
         "on the validation split is under 99%",

@@ -81,8 +81,9 @@ def cmd_demo_data(args) -> int:
 
 def cmd_train(args) -> int:
     from imgcls.config import RESUMABLE, config_overrides, flag_name, resolve_config
-    from imgcls.engine.train import resume_config, train
+    from imgcls.engine.train import train
     from imgcls.malloc import tune_malloc
+    from imgcls.plan import resume_config
 
     overrides = config_overrides(args)
     if args.resume is not None:

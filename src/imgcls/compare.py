@@ -55,7 +55,7 @@ def variant_config(base: TrainConfig, spec: str, out: Path) -> TrainConfig:
 
 def demo_data_dir(cache: Path | None = None) -> Path:
     from imgcls.data.demo import write_demo_dataset
-    from imgcls.engine.train import global_rank
+    from imgcls.system import global_rank
 
     cache = cache or Path(".cache")
     folder = cache / "demo-data-{per_class}x{size}-seed{seed}".format(**DEMO_DATA)
@@ -119,10 +119,11 @@ def compare(
     retrain: bool = False,
     force: bool = False,
 ) -> Path:
-    from imgcls.data.layouts import discover
-    from imgcls.engine.train import global_rank, resume_config, train
+    from imgcls.engine.train import train
     from imgcls.evaluate import evaluate
+    from imgcls.plan import discover_data, resume_config
     from imgcls.report.build import build_report
+    from imgcls.system import global_rank
 
     if not specs:
         raise ImgclsError("no models to compare: pass --models SPEC [SPEC ...]")
@@ -138,7 +139,7 @@ def compare(
                 "(or pass --force to write into it anyway)"
             )
     out.mkdir(parents=True, exist_ok=True)
-    splits = discover(base.data, val_split=base.val_split, seed=base.seed)
+    splits = discover_data(base)  # once for every variant
     has_heldout = bool(splits.test) and splits.test_labeled
     eta = EtaPrinter(specs, base.epochs)
     started = time.perf_counter()
@@ -157,7 +158,8 @@ def compare(
             if folder_state(paths.root) == "run":  # only imgcls's own files go
                 clear_run(paths.root)
     if leader:
-        write_json(out / "compare.json", {"models": specs, "data": base.data, "epochs": base.epochs})
+        meta = {"models": specs, "dirs": dirnames, "data": base.data, "epochs": base.epochs}
+        write_json(out / "compare.json", meta)
 
     for i, (spec, paths) in enumerate(zip(specs, runs), 1):
         wanted = variant_config(base, spec, paths.root)
@@ -174,11 +176,13 @@ def compare(
                 cfg = resume_config(paths.root, {"epochs": wanted.epochs, "workers": wanted.workers})
             else:
                 cfg = wanted
+            same_data = (cfg.val_split, cfg.seed) == (base.val_split, base.seed)
             train(
                 cfg,
                 resume=state == "partial",
                 progress=progress,
                 on_epoch=lambda rows, spec=spec: _print_eta(eta, spec, rows),
+                splits=splits if state == "new" and same_data else None,
             )
         if not leader:
             continue
@@ -202,13 +206,13 @@ def _stale_variants(base: TrainConfig, specs: list[str], runs: list[RunPaths], s
     """{spec: (paths, differing fields)} for variants whose saved config is not the requested one
     (fields a resume may change, like --epochs, do not count)."""
     from imgcls.config import differing_fields, load_run_config
-    from imgcls.engine.train import resolve_for_data
+    from imgcls.plan import resolve
 
     stale = {}
     for spec, paths in zip(specs, runs):
         if not paths.config.is_file():
             continue
-        wanted = resolve_for_data(variant_config(base, spec, paths.root), splits)
+        wanted = resolve(variant_config(base, spec, paths.root), splits)
         saved = load_run_config(paths.config)
         fields = [
             f"--{f.replace('_', '-')} {getattr(saved, f)!r} -> {getattr(wanted, f)!r}"
@@ -248,7 +252,7 @@ def _ensure_explain(paths: RunPaths, samples: list, count: int = 2) -> None:
 
 def _ensure_throughput(paths: RunPaths) -> None:
     from imgcls.engine.predictor import load_predictor
-    from imgcls.engine.throughput import inference_images_per_second
+    from imgcls.engine.timing import inference_images_per_second
 
     if paths.inference.is_file() and paths.inference.stat().st_mtime >= paths.best.stat().st_mtime:
         return

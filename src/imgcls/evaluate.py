@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import re
 from pathlib import Path
 
@@ -15,10 +14,12 @@ from torchmetrics.functional.classification import (
     multiclass_recall,
 )
 
-from imgcls.config import load_run_config
 from imgcls.data.layouts import SPLIT_ALIASES, DatasetSplits, canonical_split, discover
-from imgcls.engine.predictor import load_predictor, predict_samples
+from imgcls.engine.predictor import EXPORT_SUFFIXES, load_predictor, predict_samples
 from imgcls.errors import ImgclsError
+from imgcls.plan import open_saved_run
+from imgcls.report.figures import confusion_png
+from imgcls.report.gallery import PREDICTION_COLUMNS, read_predictions, write_error_gallery
 from imgcls.rundir import write_csv, write_json
 
 SPLIT_DIRNAMES = {"train": "training", "val": "validation", "test": "evaluation"}
@@ -43,12 +44,21 @@ def select_split(splits: DatasetSplits, split: str | None) -> tuple[str, str, st
     return "val", SPLIT_DIRNAMES["val"], f"the evaluation split of {splits.root} {why}: evaluated on validation"
 
 
+def check_batch_args(batch_size: int, workers: int | None) -> None:
+    if batch_size < 1:
+        raise ImgclsError(f"--batch-size must be at least 1, got {batch_size}")
+    if workers is not None and workers < 0:
+        raise ImgclsError(f"--workers must be 0 or more, got {workers}")
+
+
 def _labels_in_run_order(splits: DatasetSplits, split: str, run_classes: list[str]) -> list:
     samples = splits.split(split)
     if not samples:
         raise ImgclsError(f"{splits.root} has no {SPLIT_DIRNAMES[split]} split; try --split validation")
     if split == "test" and not splits.test_labeled:
         raise ImgclsError(f"the {SPLIT_DIRNAMES[split]} split of {splits.root} is unlabeled; use imgcls predict")
+    if splits.layout == "saved":  # the run's own splits.csv: labels are already the run's indices
+        return samples
     if splits.layout == "flat":
         if len(splits.classes) > len(run_classes):
             raise ImgclsError(
@@ -61,65 +71,6 @@ def _labels_in_run_order(splits: DatasetSplits, split: str, run_classes: list[st
         raise ImgclsError(f"{splits.root}: classes {', '.join(unknown)} are not among the run's classes")
     remap = [run_classes.index(c) for c in splits.classes]
     return [type(s)(s.path, remap[s.label]) for s in samples]
-
-
-MAX_ANNOTATED_CLASSES = 50  # above this a confusion figure drops per-cell text and tick labels
-
-
-def confusion_png(matrix: torch.Tensor, classes: list[str], path: Path, title: str) -> None:
-    """Row-normalised confusion matrix. The figure's size is bounded whatever the class count: above
-    ``MAX_ANNOTATED_CLASSES`` it is a plain heat map beside a list of the most confused pairs."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    n = len(classes)
-    row_sums = matrix.sum(dim=1, keepdim=True).clamp(min=1)
-    normalised = (matrix / row_sums).numpy()
-    if n <= MAX_ANNOTATED_CLASSES:
-        side = min(14.0, max(5.0, 0.28 * n + 3))
-        fig, ax = plt.subplots(figsize=(side, side * 0.9))
-        ax.imshow(normalised, cmap="Blues", vmin=0, vmax=1)
-        font = 7 if n <= 20 else 5
-        for i in range(n):
-            for j in range(n):
-                v = int(matrix[i, j])
-                if v:
-                    colour = "white" if normalised[i, j] > 0.5 else "black"
-                    ax.text(j, i, str(v), ha="center", va="center", fontsize=font, color=colour)
-        ax.set_xticks(range(n), classes, rotation=45, ha="right", fontsize=8 if n <= 20 else 5)
-        ax.set_yticks(range(n), classes, fontsize=8 if n <= 20 else 5)
-        ax.set_xlabel("predicted")
-        ax.set_ylabel("true")
-    else:
-        fig, (ax, side) = plt.subplots(1, 2, figsize=(14, 8), gridspec_kw={"width_ratios": [3, 2]})
-        ax.imshow(normalised, cmap="Blues", vmin=0, vmax=1, interpolation="nearest")
-        ax.set_xlabel(f"predicted (class index, {n} classes)")
-        ax.set_ylabel("true (class index)")
-        off = matrix.clone()
-        off.fill_diagonal_(0)
-        count = int((off > 0).sum())
-        values, flat = (
-            off.flatten().topk(min(25, count)) if count else (torch.zeros(0), torch.zeros(0, dtype=torch.long))
-        )
-        lines = [
-            f"{int(v):>5}  {classes[int(k) // n][:28]} -> {classes[int(k) % n][:28]}" for v, k in zip(values, flat)
-        ]
-        side.axis("off")
-        side.text(
-            0,
-            1,
-            "most confused (true -> predicted)\n\n" + "\n".join(lines),
-            va="top",
-            family="monospace",
-            fontsize=8,
-            transform=side.transAxes,
-        )
-    ax.set_title(title, fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
 
 
 def classification_metrics(probs: torch.Tensor, labels: torch.Tensor, n: int) -> dict:
@@ -147,13 +98,13 @@ def _metrics(probs: torch.Tensor, labels: torch.Tensor, n: int) -> dict:
     }
 
 
-def eval_folder(paths, data: str, run_data: str | None, split_name: str) -> Path:
-    """``eval/<split>`` for the run's own data; ``eval/on-<folder>/<split>`` for other data, so an
-    evaluation elsewhere never replaces the one on the data the run was trained on."""
+def eval_folder(eval_root: Path, data: str, run_data: str | None, split_name: str) -> Path:
+    """``<eval_root>/<split>`` for the run's own data; ``<eval_root>/on-<folder>/<split>`` for other data,
+    so an evaluation elsewhere never replaces the one on the data the run was trained on."""
     if run_data and Path(data).resolve() == Path(run_data).resolve():
-        return paths.eval_dir / split_name
+        return eval_root / split_name
     slug = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(data).resolve().name) or "data"
-    return paths.eval_dir / f"on-{slug}" / split_name
+    return eval_root / f"on-{slug}" / split_name
 
 
 def evaluate(
@@ -167,17 +118,23 @@ def evaluate(
     gallery: int = 16,
     tta: str | None = None,
 ) -> dict:
-    """``split=None``: the held-out evaluation split, or validation when the data has none."""
+    """``split=None``: the held-out evaluation split, or validation when the data has none.
+
+    ``run_dir`` may also be an exported ``.onnx``/``.safetensors`` file: its results go beside it
+    (``eval/<file stem>/``), apart from the checkpoint's.
+    """
+    check_batch_args(batch_size, workers)
     loaded = load_predictor(run_dir, engine=engine)
-    cfg = load_run_config(loaded.paths.config)
-    data = data or cfg.data
+    run = open_saved_run(loaded.paths.root) if loaded.paths is not None else None
+    run_data = run.cfg.data if run is not None else None
+    data = data or run_data
     if not data:
         raise ImgclsError("no data folder: pass --data DIR")
     if not Path(data).is_dir():
-        moved = " (the run's data folder has moved? point to it with --data DIR)" if data == cfg.data else ""
+        moved = " (the run's data folder has moved? point to it with --data DIR)" if data == run_data else ""
         raise ImgclsError(f"data folder not found: {data}{moved}")
-    same = bool(cfg.data) and Path(data).resolve() == Path(cfg.data).resolve()
-    splits = discover(data, val_split=cfg.val_split if same else None, seed=cfg.seed, for_eval=True)
+    same = bool(run_data) and Path(data).resolve() == Path(run_data).resolve()
+    splits = run.splits(data) if same else discover(data, seed=0, for_eval=True)
     key, split_name, note = select_split(splits, split)
     if note:
         print(f"note: {note}")
@@ -191,7 +148,9 @@ def evaluate(
     confusion = m.pop("confusion")
     support = confusion.sum(dim=1).tolist()
 
-    out = eval_folder(loaded.paths, data, cfg.data, split_name)
+    exported = Path(str(run_dir)).suffix in EXPORT_SUFFIXES
+    eval_root = Path(str(run_dir)).parent / "eval" / Path(str(run_dir)).stem if exported else loaded.paths.eval_dir
+    out = eval_folder(eval_root, data, run_data, split_name)
     out.mkdir(parents=True, exist_ok=True)
     result = {
         "split": split_name,
@@ -243,22 +202,8 @@ def evaluate(
     write_csv(out / "predictions.csv", PREDICTION_COLUMNS, predictions)
     title = f"{loaded.name} - {split_name}: top-1 {m['top1']:.3f}, macro-F1 {m['macro_f1']:.3f}"
     confusion_png(confusion, loaded.classes, out / "confusion_matrix.png", title)
-    from imgcls.report.gallery import write_error_gallery
-
     write_error_gallery(
         out, read_predictions(out / "predictions.csv"), count=gallery, title=f"{loaded.name}: {split_name}"
     )
     result["out"] = str(out)
     return result
-
-
-PREDICTION_COLUMNS = ["path", "true", "predicted", "probability", "true_probability"]
-
-
-def read_predictions(path: Path) -> list[dict]:
-    with open(path, newline="") as fh:
-        rows = list(csv.DictReader(fh))
-    for row in rows:
-        row["probability"] = float(row["probability"])
-        row["true_probability"] = float(row["true_probability"])
-    return rows

@@ -1,7 +1,8 @@
 """``imgcls export``: a run's best model as ONNX (verified against PyTorch) or safetensors, with a sidecar.
 
-The sidecar JSON (``model.json``) holds what a consumer needs to preprocess and label: class names,
-image size, eval resize, mean/std and the model spec.
+The sidecar JSON (``model.json`` beside ``model.onnx``, ``model.safetensors.json`` beside the
+safetensors file) holds what a consumer needs to preprocess and label: class names, image size, eval
+resize, mean/std and the model spec. ``load_predictor`` reads either file back.
 """
 
 from __future__ import annotations
@@ -11,9 +12,9 @@ from pathlib import Path
 import torch
 
 from imgcls.data.transforms import IMAGENET_MEAN, IMAGENET_STD, eval_resize
-from imgcls.engine.predictor import load_predictor
+from imgcls.engine.predictor import load_predictor, onnx_predictor
 from imgcls.errors import ImgclsError
-from imgcls.rundir import RunLock, read_json, write_json
+from imgcls.rundir import RunLock, atomic_write, read_json, write_json
 
 MAX_PROB_DIFF = 1e-4
 FORMATS = ("onnx", "safetensors")
@@ -36,17 +37,14 @@ def sidecar(loaded, fmt: str, weights_file: str) -> dict:
     }
 
 
-def verify_onnx(model: torch.nn.Module, path: Path, image_size: int, *, seed: int = 0) -> float:
-    """Max |probability difference| between ONNX Runtime and PyTorch on random inputs (batch 1 and 3)."""
-    from imgcls.engine.onnx_engine import OrtRunner
-
-    runner = OrtRunner(path)
+def verify_onnx(model: torch.nn.Module, exported, *, seed: int = 0) -> float:
+    """Max |probability difference| between the exported predictor and PyTorch on random inputs (batch 1 and 3)."""
     gen = torch.Generator().manual_seed(seed)
     worst = 0.0
     with torch.no_grad():
         for batch in (1, 3):
-            x = torch.randn(batch, 3, image_size, image_size, generator=gen)
-            diff = (runner(x).softmax(1) - model(x).softmax(1)).abs().max().item()
+            x = torch.randn(batch, 3, exported.image_size, exported.image_size, generator=gen)
+            diff = (exported.run(x).softmax(1) - model(x).softmax(1)).abs().max().item()
             worst = max(worst, diff)
     return worst
 
@@ -57,7 +55,11 @@ def export(run_dir: str | Path, fmt: str = "onnx", out: str | Path | None = None
     if fmt not in FORMATS:
         raise ImgclsError(f"unknown --format {fmt!r}; use one of {', '.join(FORMATS)}")
     loaded = load_predictor(run_dir, engine="torch")
+    if loaded.paths is None or loaded.model is None:
+        raise ImgclsError(f"{run_dir}: export takes a run folder (imgcls train's output)")
     folder = Path(out) if out else loaded.paths.export_dir
+    if folder.exists() and not folder.is_dir():
+        raise ImgclsError(f"{folder} is a file; --out takes a folder")
     with RunLock(loaded.paths.root):  # a training or another export of this run waits its turn
         folder.mkdir(parents=True, exist_ok=True)
         return _export(loaded, fmt, folder, quantize)
@@ -66,10 +68,11 @@ def export(run_dir: str | Path, fmt: str = "onnx", out: str | Path | None = None
 def _export(loaded, fmt: str, folder: Path, quantize: str | None) -> dict:
     model = loaded.model.eval()
     if fmt == "safetensors":
-        from safetensors.torch import save_file
+        from safetensors.torch import save
 
         path = folder / "model.safetensors"
-        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
+        blob = save({k: v.contiguous() for k, v in model.state_dict().items()})
+        atomic_write(path, lambda fh: fh.write(blob), binary=True)
         info = sidecar(loaded, fmt, path.name)
         write_json(folder / "model.safetensors.json", info)
         return {"path": str(path), "sidecar": str(folder / "model.safetensors.json")}
@@ -78,32 +81,30 @@ def _export(loaded, fmt: str, folder: Path, quantize: str | None) -> dict:
     path = export_onnx(model, loaded.image_size, folder / "model.onnx")
     if not onnxruntime_available():
         raise ImgclsError(f"wrote {path} but cannot verify it: onnxruntime is not installed")
-    diff = verify_onnx(model, path, loaded.image_size)
+    info = sidecar(loaded, fmt, path.name)
+    diff = verify_onnx(model, onnx_predictor(path, info))
     if not diff <= MAX_PROB_DIFF:
         path.rename(path.with_suffix(".onnx.unverified"))
         raise ImgclsError(f"ONNX export disagrees with PyTorch: max |Δ probability| {diff:.2e} > {MAX_PROB_DIFF}")
-    info = {**sidecar(loaded, fmt, path.name), "verified_max_prob_diff": diff}
+    info["verified_max_prob_diff"] = diff
     write_json(folder / "model.json", info)
     result = {"path": str(path), "sidecar": str(folder / "model.json"), "max_prob_diff": diff}
     if quantize == "int8":
-        result["int8"] = _export_int8(loaded, path, folder)
+        result["int8"] = _export_int8(loaded, path, folder, info)
     return result
 
 
-def _export_int8(loaded, fp32: Path, folder: Path) -> dict:
+def _export_int8(loaded, fp32: Path, folder: Path, info: dict) -> dict:
     """int8 beside the fp32 export, calibrated on training images, checked on the validation split."""
-    from imgcls.config import load_run_config
-    from imgcls.data.layouts import discover
-    from imgcls.engine.onnx_engine import OrtRunner
-    from imgcls.quantize import quantize_int8, timed
+    from imgcls.engine.timing import images_per_second
+    from imgcls.plan import open_saved_run
+    from imgcls.quantize import quantize_int8
 
-    cfg = load_run_config(loaded.paths.config)
-    if not cfg.data or not Path(cfg.data).is_dir():
-        raise ImgclsError(f"--quantize int8 calibrates on the run's training images, but {cfg.data} is not there")
-    splits = discover(cfg.data, val_split=cfg.val_split, seed=cfg.seed)
+    splits = open_saved_run(loaded.paths.root).splits()  # the exact training and validation images
     out = folder / "model.int8.onnx"
-    r = quantize_int8(fp32, out, calibration=splits.train, validation=splits.val, transform=loaded.transform)
-    r["fp32_images_per_s"] = round(timed(OrtRunner(fp32), loaded.image_size), 1)
-    r["int8_images_per_s"] = round(timed(OrtRunner(out), loaded.image_size), 1)
+    r = quantize_int8(onnx_predictor(fp32, info), out, calibration=splits.train, validation=splits.val)
+    timing = dict(min_repeats=5, min_seconds=0.0)
+    r["fp32_images_per_s"] = round(images_per_second(onnx_predictor(fp32, info).run, loaded.image_size, **timing), 1)
+    r["int8_images_per_s"] = round(images_per_second(onnx_predictor(out, info).run, loaded.image_size, **timing), 1)
     write_json(folder / "model.int8.json", {**sidecar(loaded, "onnx-int8", out.name), **r})
     return {"path": str(out), **r}

@@ -9,17 +9,17 @@ with VNNI/AVX-512. It is opt-in: the fp32 export stays the default and the refer
 from __future__ import annotations
 
 import os
+import uuid
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from imgcls.errors import ImgclsError
 
 MIN_AGREEMENT = 0.99
 
 
-def _batches(samples, transform, batch_size: int = 16):
+def calibration_batches(samples, transform, batch_size: int = 16):
     from imgcls.data.datamodule import make_loader
     from imgcls.data.dataset import ImageDataset
 
@@ -42,7 +42,7 @@ def quantize_static_int8(fp32: Path, out: Path, batches) -> None:
             x = next(self.it, None)
             return None if x is None else {"image": x.numpy().astype(np.float32)}
 
-    prepared = out.with_name(f".{out.name}.{os.getpid()}.pre.tmp")
+    prepared = out.with_name(f".{out.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.pre.tmp")
     try:
         # ORT's recommended first step (graph optimisation; its symbolic shape inference is skipped, it
         # fails on attn_cnn's attention): EfficientNet-B0 int8 went from 146 to 192 img/s on 2 cores
@@ -61,19 +61,25 @@ def quantize_static_int8(fp32: Path, out: Path, batches) -> None:
         prepared.unlink(missing_ok=True)
 
 
-def quantize_int8(fp32: Path, out: Path, *, calibration, validation, transform, calib_images: int = 256) -> dict:
-    """Write ``out`` (int8) from ``fp32``; returns agreement numbers, or raises (removing ``out``) below 99%."""
-    from imgcls.engine.onnx_engine import OrtRunner
+def top1_agreement(reference, candidate, samples) -> tuple[float, int]:
+    """The share of ``samples`` on which two predictors pick the same class, and how many were compared."""
+    from imgcls.engine.predictor import predict_samples
 
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    ref, kept = predict_samples(reference, samples, workers=0, batch_size=32)
+    got, _ = predict_samples(candidate, [samples[i] for i in kept], workers=0, batch_size=32)
+    total = len(kept)
+    return (int((ref.argmax(1) == got.argmax(1)).sum()) / max(1, total)), total
+
+
+def quantize_int8(fp32, out: Path, *, calibration, validation, calib_images: int = 256) -> dict:
+    """Write ``out`` (int8) from the fp32 predictor's file; returns agreement numbers, or raises
+    (removing ``out``) below 99%."""
+    from imgcls.engine.predictor import onnx_predictor
+
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
     try:
-        quantize_static_int8(fp32, tmp, _batches(calibration[:calib_images], transform))
-        ref, q = OrtRunner(fp32), OrtRunner(tmp)
-        same = total = 0
-        for x in _batches(validation, transform, 32):
-            same += int((ref(x).argmax(1) == q(x).argmax(1)).sum())
-            total += len(x)
-        agreement = same / max(1, total)
+        quantize_static_int8(Path(fp32.run.file), tmp, calibration_batches(calibration[:calib_images], fp32.transform))
+        agreement, total = top1_agreement(fp32, onnx_predictor(tmp, fp32.info), validation)
         if agreement < MIN_AGREEMENT:
             raise ImgclsError(
                 f"int8 model agrees with fp32 on {agreement:.2%} of {total} validation images "
@@ -88,18 +94,3 @@ def quantize_int8(fp32: Path, out: Path, *, calibration, validation, transform, 
         "calibration_images": min(calib_images, len(calibration)),
         "int8_size_mb": out.stat().st_size / 2**20,
     }
-
-
-def timed(runner, image_size: int, batch: int = 32, repeats: int = 5) -> float:
-    """Images/s of a runner on one random batch (median of ``repeats``)."""
-    import statistics
-    import time
-
-    x = torch.randn(batch, 3, image_size, image_size)
-    runner(x)
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        runner(x)
-        times.append(time.perf_counter() - t0)
-    return batch / statistics.median(times)

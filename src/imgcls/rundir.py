@@ -29,6 +29,10 @@ class RunPaths:
         return self.root / "classes.json"
 
     @property
+    def splits(self) -> Path:
+        return self.root / "splits.csv"
+
+    @property
     def metrics(self) -> Path:
         return self.root / "metrics.csv"
 
@@ -168,7 +172,15 @@ def open_run(run_dir: str | Path, *, checkpoint: str = "best") -> RunPaths:
     return paths
 
 
-RUN_FILES = ("config.yaml", "classes.json", "metrics.csv", "summary.json", "bad_files.txt", "inference.json")
+RUN_FILES = (
+    "config.yaml",
+    "classes.json",
+    "splits.csv",
+    "metrics.csv",
+    "summary.json",
+    "bad_files.txt",
+    "inference.json",
+)
 RUN_DIRS = ("checkpoints", "eval", "export", "explain")
 LOCK_NAME = ".lock"
 

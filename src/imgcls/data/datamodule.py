@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-
 import lightning as L
 import torch
 from torch.utils.data import DataLoader
@@ -11,12 +9,12 @@ from torch.utils.data import DataLoader
 from imgcls.data.dataset import ImageDataset, collate_skip_bad
 from imgcls.data.layouts import DatasetSplits
 from imgcls.data.transforms import build_eval_transform, build_train_transform
+from imgcls.system import cpu_count
 
 
 def default_workers() -> int:
     """One core stays with the main process (the model); the rest decode. 2 cores -> 1 worker."""
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(0, min(8, cpus - 1))
+    return max(0, min(8, cpu_count() - 1))
 
 
 class ShardSampler(torch.utils.data.Sampler):

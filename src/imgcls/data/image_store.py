@@ -11,7 +11,6 @@ resampling), its long side at most twice that, never upscaled. Images are stored
 from __future__ import annotations
 
 import logging
-import os
 import sys
 import time
 from dataclasses import dataclass
@@ -22,18 +21,14 @@ import torch
 from PIL import Image, ImageOps
 from torch.utils.data import DataLoader, Dataset
 
-from imgcls.cache import user_cache
+from imgcls.cache import CacheEntry, file_fingerprint
 from imgcls.data.decode import _to_rgb, decoding, orientation_swaps_axes
 from imgcls.data.layouts import Sample
 from imgcls.errors import BadImageError
-from imgcls.rundir import write_json
+from imgcls.system import cpu_count
 
 log = logging.getLogger(__name__)
 FORMAT = 1  # bump when the stored pixels would differ for the same inputs
-
-
-def store_root() -> Path:
-    return user_cache("decoded")
 
 
 def stored_size(width: int, height: int, short: int) -> tuple[int, int]:
@@ -109,30 +104,13 @@ def _as_is(item):
     return item  # a module-level function: picklable under the spawn and forkserver start methods
 
 
-def _load(folder: Path, hit: bool) -> ImageStore:
-    import json
-
-    meta = json.loads((folder / "meta.json").read_text())
-    return ImageStore(
-        np.load(folder / "pixels.npy", mmap_mode="r"),
-        np.load(folder / "index.npy"),
-        np.load(folder / "labels.npy"),
-        folder,
-        float(meta.get("seconds", 0.0)),
-        hit,
-    )
-
-
 def get_store(samples: list[Sample], *, short: int, workers: int | None = None, progress: bool = True) -> ImageStore:
     """The store for ``samples`` at short side ``short``, filled (on all cores) on a miss."""
-    from imgcls.engine.features import cache_key, check_space, file_fingerprint, reserve_memmap
-
-    key = cache_key(format=FORMAT, short=short, files=file_fingerprint(samples))
-    folder = store_root() / key
-    if (folder / "meta.json").is_file():  # written last: its presence means the entry is complete
-        return _load(folder, True)
+    entry = CacheEntry("decoded", format=FORMAT, short=short, files=file_fingerprint(samples))
+    found = entry.load()
+    if found is not None:
+        return _loaded(entry, *found, hit=True)
     t0 = time.perf_counter()
-    folder.mkdir(parents=True, exist_ok=True)
     sizes: list[tuple[int, int] | None] = []
     errors: dict[int, str] = {}
     for k, s in enumerate(samples):
@@ -144,26 +122,25 @@ def get_store(samples: list[Sample], *, short: int, workers: int | None = None, 
     nbytes = np.array([0 if sz is None else sz[0] * sz[1] * 3 for sz in sizes], dtype=np.int64)
     offsets = np.concatenate([[0], np.cumsum(nbytes)[:-1]]).astype(np.int64)
     total = int(nbytes.sum())
-    check_space(
-        folder,
+    entry.check_space(
         total,
         f"{len(samples)} decoded images, short side {short} px, uint8",
         label="image store",
         hint="use --data-pipeline workers",
     )
-    tmp = folder / f".pixels.{os.getpid()}.npy"
-    reserve_memmap(tmp, np.uint8, (max(1, total),)).flush()
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    workers = cores if workers is None else workers
-    fill = _Fill([s.path for s in samples], sizes, offsets, tmp, errors)
-    loader = DataLoader(fill, batch_size=None, num_workers=workers, collate_fn=_as_is)
-    index = np.stack([offsets, np.zeros_like(offsets), np.zeros_like(offsets)], axis=1)
     bar = None
-    if progress and sys.stderr.isatty():
-        from tqdm import tqdm
-
-        bar = tqdm(total=len(samples), desc="decoding images", unit="img")
     try:
+        pixels = entry.reserve("pixels.npy", np.uint8, (max(1, total),))
+        pixels.flush()
+        del pixels
+        workers = cpu_count() if workers is None else workers
+        fill = _Fill([s.path for s in samples], sizes, offsets, entry.part("pixels.npy"), errors)
+        loader = DataLoader(fill, batch_size=None, num_workers=workers, collate_fn=_as_is)
+        index = np.stack([offsets, np.zeros_like(offsets), np.zeros_like(offsets)], axis=1)
+        if progress and sys.stderr.isatty():
+            from tqdm import tqdm
+
+            bar = tqdm(total=len(samples), desc="decoding images", unit="img")
         for i, error in loader:
             if error is None:
                 index[i, 2], index[i, 1] = sizes[i]
@@ -171,30 +148,37 @@ def get_store(samples: list[Sample], *, short: int, workers: int | None = None, 
                 log.warning("skipping bad image %s", error)
             if bar is not None:
                 bar.update(1)
+        entry.put("index.npy", index)
+        entry.put("labels.npy", np.array([s.label for s in samples], dtype=np.int64))
+        seconds = time.perf_counter() - t0
+        entry.commit(
+            {
+                "images": len(samples),
+                "bad": int((index[:, 1] == 0).sum()),
+                "short": short,
+                "bytes": total,
+                "seconds": round(seconds, 3),
+            }
+        )
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        entry.discard()
         raise
     finally:
         if bar is not None:
             bar.close()
-    os.replace(tmp, folder / "pixels.npy")
-    for name, array in (("index", index), ("labels", np.array([s.label for s in samples], dtype=np.int64))):
-        part = folder / f".{name}.{os.getpid()}.npy"
-        np.save(part, array)
-        os.replace(part, folder / f"{name}.npy")
-    seconds = time.perf_counter() - t0
-    write_json(
-        folder / "meta.json",
-        {
-            "images": len(samples),
-            "bad": int((index[:, 1] == 0).sum()),
-            "short": short,
-            "bytes": total,
-            "seconds": round(seconds, 3),
-        },
-    )
     log.info("image store: %d images decoded in %.1fs (%.0f MB)", len(samples), seconds, total / 2**20)
-    return _load(folder, False)
+    return _loaded(entry, *entry.load(), hit=False)
+
+
+def _loaded(entry: CacheEntry, meta: dict, arrays: dict, hit: bool) -> ImageStore:
+    return ImageStore(
+        arrays["pixels"],
+        np.asarray(arrays["index"]),
+        np.asarray(arrays["labels"]),
+        entry.folder,
+        float(meta.get("seconds", 0.0)),
+        hit,
+    )
 
 
 def pad_batch(images: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:

@@ -39,18 +39,19 @@ _FLAT_NAME = re.compile(r"^(\d+)_[^/]*$")
 @dataclass(frozen=True)
 class Sample:
     path: str
-    label: int  # UNLABELED for files without a label
+    label: int | tuple[int, ...]  # a class index (UNLABELED for files without a label); multi-label: indices
 
 
 @dataclass
 class DatasetSplits:
     root: str
-    layout: str  # "imagefolder", "flat" or "imagefolder+val-split"
+    layout: str  # "imagefolder", "flat", "imagefolder+val-split", ... or "saved" (a run's splits.csv)
     classes: list[str]
     train: list[Sample]
     val: list[Sample]
     test: list[Sample] = field(default_factory=list)
     test_labeled: bool = False
+    task: str = "single"  # or "multilabel": each label is a tuple of class indices
 
     def split(self, name: str) -> list[Sample]:
         key = canonical_split(name)

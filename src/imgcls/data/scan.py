@@ -6,19 +6,18 @@ on all cores. Verdicts are cached by path, size and mtime, so a second scan of t
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import os
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
-from imgcls.cache import user_cache
+from imgcls.cache import CacheEntry
 from imgcls.data.layouts import DatasetSplits, Sample
 from imgcls.errors import BadImageError, ImgclsError
 from imgcls.rundir import atomic_write_text
+from imgcls.system import cpu_count
 
 log = logging.getLogger(__name__)
 
@@ -52,17 +51,10 @@ def check_file(path: str) -> str | None:
         return f"unreadable ({exc})"
 
 
-def _cache_file(root: str) -> Path:
-    base = user_cache("scan")
-    return base / (hashlib.sha256(str(Path(root).resolve()).encode()).hexdigest()[:20] + ".json")
-
-
 def scan_samples(samples: list[Sample], *, root: str, workers: int | None = None) -> list[BadFile]:
-    cache_path = _cache_file(root)
-    try:
-        cache = json.loads(cache_path.read_text())
-    except (OSError, ValueError):
-        cache = {}
+    entry = CacheEntry("scan", root=str(Path(root).resolve()))
+    found = entry.load(mmap=False)
+    cache = found[1]["verdicts"] if found is not None else {}
     verdicts: dict[str, str | None] = {}
     todo = []
     for s in samples:
@@ -78,11 +70,7 @@ def scan_samples(samples: list[Sample], *, root: str, workers: int | None = None
         else:
             todo.append((s.path, stamp))
     if todo:
-        n = (
-            workers
-            if workers is not None
-            else (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1)
-        )
+        n = cpu_count() if workers is None else workers
         paths = [p for p, _ in todo]
         if n > 1 and len(paths) > 64:
             with ProcessPoolExecutor(n) as pool:
@@ -93,10 +81,10 @@ def scan_samples(samples: list[Sample], *, root: str, workers: int | None = None
             verdicts[path] = reason
             cache[path] = [*stamp, reason]
         try:
-            cache_path.parent.mkdir(parents=True, exist_ok=True)
-            atomic_write_text(cache_path, json.dumps(cache))
-        except OSError as exc:
-            log.warning("could not save the scan cache %s: %s", cache_path, exc)
+            entry.put("verdicts.json", cache)
+            entry.commit({"root": str(Path(root).resolve()), "entries": len(cache)})
+        except (OSError, ImgclsError) as exc:
+            log.warning("could not save the scan cache %s: %s", entry.folder, exc)
     return [BadFile(s.path, verdicts[s.path]) for s in samples if verdicts.get(s.path)]
 
 
@@ -121,15 +109,7 @@ def scan_splits(splits: DatasetSplits, *, strict: bool = False) -> tuple[Dataset
     )
     drop = {b.path for b in bad}
     keep = lambda xs: [s for s in xs if s.path not in drop]  # noqa: E731
-    cleaned = DatasetSplits(
-        splits.root,
-        splits.layout,
-        splits.classes,
-        keep(splits.train),
-        keep(splits.val),
-        keep(splits.test),
-        splits.test_labeled,
-    )
+    cleaned = replace(splits, train=keep(splits.train), val=keep(splits.val), test=keep(splits.test))
     if not cleaned.train or not cleaned.val:
         raise ImgclsError(
             f"no readable images left in {'training' if not cleaned.train else 'validation'} "

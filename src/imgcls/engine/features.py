@@ -7,10 +7,7 @@ size and mtime. A changed file list or transform therefore gets a new entry; not
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
-import os
 import random
 import time
 from contextlib import contextmanager
@@ -22,38 +19,17 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from imgcls.cache import user_cache
+from imgcls.cache import CacheEntry, file_fingerprint
 from imgcls.data.datamodule import make_loader
 from imgcls.data.layouts import Sample
-from imgcls.rundir import write_json
 
 log = logging.getLogger(__name__)
-
-
-def cache_root() -> Path:
-    return user_cache("features")
-
-
-def file_fingerprint(samples: list[Sample]) -> list:
-    out = []
-    for s in samples:
-        try:
-            st = os.stat(s.path)
-            out.append([s.path, s.label, st.st_size, st.st_mtime_ns])
-        except OSError:
-            out.append([s.path, s.label, -1, -1])
-    return out
-
-
-def cache_key(**parts) -> str:
-    blob = json.dumps(parts, sort_keys=True, default=str).encode()
-    return hashlib.sha256(blob).hexdigest()[:24]
 
 
 @dataclass
 class CachedFeatures:
     features: np.ndarray  # (N, views, *activation shape) float16, memory-mapped
-    labels: np.ndarray  # (N,)
+    labels: np.ndarray  # (N,) class indices, or (N, classes) multi-hot
     path: Path
     seconds: float  # time computing them took, also when they were read back from the cache (the work was needed)
     hit: bool = False  # read from the cache
@@ -76,61 +52,11 @@ def isolated_rng(seed: int):
             np.random.set_state(npy)
 
 
-def check_space(
-    folder: Path, size: int, what: str, label: str = "feature cache", hint: str = "use fewer views (--feature-cache K)"
-) -> None:
-    """Say how big the cache will be before filling it, and refuse when the disk cannot hold it."""
-    import shutil
-
-    free = shutil.disk_usage(folder).free
-    print(f"{label}: {size / 2**20:.1f} MB ({what}) in {folder}")
-    if size + 256 * 2**20 > free:
-        from imgcls.errors import ImgclsError
-
-        raise ImgclsError(
-            f"the {label} needs {size / 2**20:.0f} MB but {folder} has {free / 2**20:.0f} MB free; "
-            f"free some space, point $IMGCLS_CACHE elsewhere, or {hint}"
-        )
-
-
-def reserve_memmap(path: Path, dtype, shape: tuple) -> np.ndarray:
-    """A writable ``.npy`` memory map whose disk blocks are allocated up front: a disk that fills up
-    meanwhile then fails here with a message, instead of killing the process (SIGBUS) mid-write."""
-    remove_stale(path.parent)
-    out = np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=shape)
-    try:
-        if hasattr(os, "posix_fallocate"):
-            with open(path, "r+b") as fh:
-                os.posix_fallocate(fh.fileno(), 0, os.path.getsize(path))
-    except OSError as exc:
-        del out
-        path.unlink(missing_ok=True)
-        from imgcls.errors import ImgclsError
-
-        raise ImgclsError(
-            f"cannot reserve {path} ({exc.strerror}); free some space or point $IMGCLS_CACHE elsewhere"
-        ) from None
-    return out
-
-
-def remove_stale(folder: Path) -> None:
-    """Partial files (``.name.PID.npy``) left by a process that was killed while filling this entry."""
-    for part in folder.glob(".*.*.npy"):
-        try:
-            pid = int(part.name.split(".")[-2])
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            part.unlink(missing_ok=True)
-        except (ValueError, PermissionError):
-            pass
-
-
-def _load(folder: Path, hit: bool) -> CachedFeatures:
-    meta = json.loads((folder / "meta.json").read_text())
+def _loaded(entry: CacheEntry, meta: dict, arrays: dict, hit: bool) -> CachedFeatures:
     return CachedFeatures(
-        np.load(folder / "features.npy", mmap_mode="r"),
-        np.load(folder / "labels.npy"),
-        folder,
+        arrays["features"],
+        np.asarray(arrays["labels"]),
+        entry.folder,
         float(meta.get("seconds", 0.0)),
         hit,
         meta.get("engine"),
@@ -148,9 +74,12 @@ def get_features(
     identity: dict,
     batch_size: int = 64,
     workers: int = 0,
+    labels: np.ndarray | None = None,
 ) -> CachedFeatures:
-    """Cached features for ``samples``, computing (and storing) them on a miss."""
-    key = cache_key(
+    """Cached features for ``samples``, computing (and storing) them on a miss. ``labels``: the targets
+    stored beside them (default: each sample's class index)."""
+    entry = CacheEntry(
+        "features",
         identity=identity,
         image_size=image_size,
         transform=repr(transform),
@@ -158,67 +87,68 @@ def get_features(
         seed=seed,
         files=file_fingerprint(samples),
     )
-    folder = cache_root() / key
-    if (folder / "meta.json").is_file():  # written last: its presence means the entry is complete
-        log.info("feature cache hit: %s", folder)
-        return _load(folder, True)
+    found = entry.load()
+    if found is not None:
+        return _loaded(entry, *found, hit=True)
     from imgcls.engine.predictor import predict_samples, predictor_for_module
 
     t0 = time.perf_counter()
-    folder.mkdir(parents=True, exist_ok=True)
-    tmp_name = folder / f".features.{os.getpid()}.npy"
     predictor = predictor_for_module(backbone, image_size)  # one engine for all views
     with torch.no_grad():
         shape = tuple(predictor.run(torch.zeros(1, 3, image_size, image_size)).shape[1:])
     size = len(samples) * views * int(np.prod(shape)) * 2
-    check_space(folder, size, f"{len(samples)} images x {views} view(s) x {shape} fp16")
-    out = reserve_memmap(tmp_name, np.float16, (len(samples), views, *shape))
-    keep = np.ones(len(samples), dtype=bool)
-    for view in range(views):
-        seen = np.zeros(len(samples), dtype=bool)
-
-        def store(batch: torch.Tensor, idx: list[int], view=view, seen=seen) -> None:
-            out[idx, view] = batch.numpy().astype(np.float16)
-            seen[idx] = True
-
-        with isolated_rng(seed + view):
-            predict_samples(
-                predictor,
-                samples,
-                transform=transform,
-                batch_size=batch_size,
-                workers=workers,
-                probabilities=False,
-                on_batch=store,
-            )
-        keep &= seen
-        log.info("features: view %d/%d of %d images", view + 1, views, len(samples))
-    # Images that failed to decode in any view are dropped (each was logged by the loader).
-    labels = np.array([s.label for s in samples], dtype=np.int64)
-    if not keep.all():
-        out = np.ascontiguousarray(out[keep])
-        labels = labels[keep]
-        np.save(tmp_name, out)
-    else:
-        out.flush()
-        del out
-    os.replace(tmp_name, folder / "features.npy")
-    np.save(folder / f".labels.{os.getpid()}.npy", labels)
-    os.replace(folder / f".labels.{os.getpid()}.npy", folder / "labels.npy")
-    seconds = time.perf_counter() - t0
-    write_json(
-        folder / "meta.json",
-        {
-            "images": int(keep.sum()),
-            "views": views,
-            "seconds": round(seconds, 3),
-            "image_size": image_size,
-            "identity": identity,
-            "transform": repr(transform),
-            "engine": predictor.describe(),
-        },
+    entry.check_space(
+        size,
+        f"{len(samples)} images x {views} view(s) x {shape} fp16",
+        label="feature cache",
+        hint="use fewer views (--feature-cache K)",
     )
-    return _load(folder, False)
+    try:
+        out = entry.reserve("features.npy", np.float16, (len(samples), views, *shape))
+        keep = np.ones(len(samples), dtype=bool)
+        for view in range(views):
+            seen = np.zeros(len(samples), dtype=bool)
+
+            def store(batch: torch.Tensor, idx: list[int], view=view, seen=seen, out=out) -> None:
+                out[idx, view] = batch.numpy().astype(np.float16)
+                seen[idx] = True
+
+            with isolated_rng(seed + view):
+                predict_samples(
+                    predictor,
+                    samples,
+                    transform=transform,
+                    batch_size=batch_size,
+                    workers=workers,
+                    probabilities=False,
+                    on_batch=store,
+                )
+            keep &= seen
+            log.info("features: view %d/%d of %d images", view + 1, views, len(samples))
+        # Images that failed to decode in any view are dropped (each was logged by the loader).
+        targets = np.array([s.label for s in samples], dtype=np.int64) if labels is None else labels
+        out.flush()
+        if not keep.all():
+            entry.put("features.npy", np.ascontiguousarray(out[keep]))
+            targets = targets[keep]
+        del out
+        entry.put("labels.npy", targets)
+        seconds = time.perf_counter() - t0
+        entry.commit(
+            {
+                "images": int(keep.sum()),
+                "views": views,
+                "seconds": round(seconds, 3),
+                "image_size": image_size,
+                "identity": identity,
+                "transform": repr(transform),
+                "engine": predictor.describe(),
+            }
+        )
+    except BaseException:
+        entry.discard()
+        raise
+    return _loaded(entry, *entry.load(), hit=False)
 
 
 class FeatureDataset(Dataset):
@@ -265,6 +195,7 @@ class FeatureDataModule(L.LightningDataModule):
         self.feature_hit = False
         self.balanced = balanced
         self.engine = None
+        self.loaded: tuple[CachedFeatures, CachedFeatures] | None = None
 
     def _load(self) -> tuple[CachedFeatures, CachedFeatures]:
         train = get_features(
@@ -274,7 +205,7 @@ class FeatureDataModule(L.LightningDataModule):
         return train, val
 
     def prepare_data(self) -> None:
-        train, val = self._load()
+        train, val = self.loaded = self._load()
         self.feature_seconds = train.seconds + val.seconds
         self.feature_hit = train.hit and val.hit
         print(
@@ -284,7 +215,9 @@ class FeatureDataModule(L.LightningDataModule):
         )
 
     def setup(self, stage=None) -> None:
-        self.train_feats, self.val_feats = self._load()  # cache hits now: memory maps
+        if self.loaded is None:  # another process of a DDP run: rank 0's entries, memory-mapped
+            self.loaded = self._load()
+        self.train_feats, self.val_feats = self.loaded
         self.engine = self.train_feats.engine
 
     def _loader(self, cached: CachedFeatures, train: bool) -> DataLoader:

@@ -16,20 +16,20 @@ from imgcls.errors import ImgclsError
 def lr_find(cfg: TrainConfig, plot: str | Path, *, steps: int = 100, min_lr: float = 1e-6, max_lr: float = 1.0) -> dict:
     from lightning.pytorch.tuner import Tuner
 
-    from imgcls.data.layouts import discover
-    from imgcls.data.scan import scan_splits
-    from imgcls.engine.train import build_module, image_datamodule, resolve_for_data
+    from imgcls.engine.build import build_module, image_datamodule
+    from imgcls.plan import make_plan
 
     if not cfg.model or not cfg.data:
         raise ImgclsError("lr-find needs --model and --data")
     if not 0 < min_lr < max_lr:
         raise ImgclsError(f"need 0 < --min-lr < --max-lr (got {min_lr}, {max_lr})")
-    splits = discover(cfg.data, val_split=cfg.val_split, seed=cfg.seed)
-    cfg = replace(resolve_for_data(cfg, splits), feature_cache=0, scheduler="plateau", warmup_epochs=0.0)
-    splits, _ = scan_splits(splits, strict=cfg.strict)
+    plan = make_plan(cfg, write=False)
+    # The search trains from images with a constant learning rate between its own steps.
+    plan = replace(plan, cfg=replace(plan.cfg, feature_cache=0, scheduler="plateau", warmup_epochs=0.0))
+    cfg = plan.cfg
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    module = build_module(cfg, [s.label for s in splits.train])
-    data = image_datamodule(cfg, splits)
+    module = build_module(plan)
+    data = image_datamodule(plan)
     trainer = L.Trainer(
         max_epochs=10_000,
         accelerator=cfg.accelerator,

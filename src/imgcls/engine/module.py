@@ -42,6 +42,7 @@ class FrozenPrefix:
 @dataclass
 class _Views:
     suffix: nn.Module | None
+    prefix: nn.Module | None = None
 
 
 class ClassifierModule(L.LightningModule):
@@ -53,21 +54,23 @@ class ClassifierModule(L.LightningModule):
         recipe,
         class_weights: torch.Tensor | None = None,
         suffix: nn.Module | None = None,
-        prefix: FrozenPrefix | None = None,
+        prefix: nn.Module | None = None,
+        cached: bool = False,
         frozen: list[str] | None = None,
     ):
         """``suffix``: the part that trains (a view sharing the model's weights: the head, or the last N
         blocks + head); None: the whole model trains.
 
-        ``prefix``: the frozen part that feeds it, or None when batches already hold its output (the
-        feature/activation cache) or nothing is frozen. ``forward`` is always ``suffix(prefix(x))``.
+        ``prefix``: the frozen part that feeds it (None when nothing is frozen); ``cached``: batches
+        already hold its output (the feature/activation cache), so training runs the suffix alone.
+        ``forward`` is always ``suffix(prefix(x))``.
         ``frozen``: module/parameter names (``--freeze``) that stay fixed inside what trains.
         ``recipe``: the TrainConfig (optimizer, schedule, loss knobs).
         """
         super().__init__()
         self.model = model
-        self.views = _Views(suffix)  # not registered: the view's weights are saved once, under model.*
-        self.prefix = prefix
+        self.views = _Views(suffix, prefix)  # not registered: the weights are saved once, under model.*
+        self.prefix = FrozenPrefix(prefix, recipe.image_size) if prefix is not None and not cached else None
         self.recipe = recipe
         self.train_loss_fn = TrainLoss(recipe, num_classes, class_weights)
         self.loss_fn = nn.CrossEntropyLoss()  # validation: plain cross-entropy, comparable across recipes
@@ -89,6 +92,11 @@ class ClassifierModule(L.LightningModule):
     @property
     def partial(self) -> bool:
         return self.views.suffix is not None
+
+    @property
+    def frozen_part(self) -> nn.Module | None:
+        """The frozen prefix as a module (what the feature cache stores the outputs of)."""
+        return self.views.prefix
 
     @property
     def suffix(self) -> nn.Module:

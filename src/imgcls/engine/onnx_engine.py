@@ -6,9 +6,11 @@ the probabilities agree to ~1e-6. Exports are cached next to what they came from
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import logging
 import os
+import uuid
 import warnings
 from pathlib import Path
 
@@ -36,7 +38,7 @@ def export_onnx(model: nn.Module, image_size: int, path: str | Path, *, output_n
     path.parent.mkdir(parents=True, exist_ok=True)
     model = model.eval()
     x = torch.randn(2, 3, image_size, image_size)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
         fastpath = torch.backends.mha.get_fastpath_enabled()
@@ -52,9 +54,16 @@ def export_onnx(model: nn.Module, image_size: int, path: str | Path, *, output_n
                 output_names=[output_name],
                 dynamic_axes={"image": {0: "batch"}, output_name: {0: "batch"}},
             )
+            os.replace(tmp, path)
+        except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                from imgcls.errors import ImgclsError
+
+                raise ImgclsError(f"no space left on the device while writing {path}; nothing was written") from None
+            raise
         finally:
+            tmp.unlink(missing_ok=True)
             torch.backends.mha.set_fastpath_enabled(fastpath)
-    os.replace(tmp, path)
     return path
 
 
@@ -86,6 +95,10 @@ class OrtRunner:
             raise ImgclsError(f"{path}: ONNX Runtime cannot load it ({str(exc).splitlines()[0][:200]})") from None
         self.input = self.session.get_inputs()[0].name
 
+    def shapes(self) -> tuple[list, list]:
+        """The graph's input and first output shapes (symbolic axes as names)."""
+        return list(self.session.get_inputs()[0].shape), list(self.session.get_outputs()[0].shape)
+
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         out = self.session.run(None, {self.input: np.ascontiguousarray(x.cpu().numpy(), dtype=np.float32)})[0]
         return torch.from_numpy(out)
@@ -102,7 +115,7 @@ class TorchRunner:
 
     @torch.no_grad()
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        device = next(self.model.parameters()).device
+        device = _device(self.model)
         return self.model(x.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)).float()
 
 
@@ -121,16 +134,26 @@ def make_runner(
         from imgcls.errors import ImgclsError
 
         raise ImgclsError(f"unknown engine {engine!r} (${ENGINE_ENV}); use auto, onnx or torch")
-    device = next(model.parameters()).device
+    device = _device(model)
     if engine == "onnx" or (engine == "auto" and device.type == "cpu" and onnxruntime_available()):
         try:
             folder = cache_dir or user_cache("onnx")
             path = folder / f"{state_fingerprint(model, image_size)}.onnx"
-            if not path.is_file():
-                export_onnx(model, image_size, path)
+            if path.is_file():
+                try:
+                    return OrtRunner(path)
+                except Exception as exc:  # a damaged cached export: make it again
+                    log.warning("damaged cached ONNX export %s (%s): exporting it again", path, exc)
+                    path.unlink(missing_ok=True)
+            export_onnx(model, image_size, path)
             return OrtRunner(path)
         except Exception as exc:  # export gaps differ by model; PyTorch still gives the same answers
             if engine == "onnx":
                 raise
             log.warning("ONNX Runtime unavailable for this model (%s: %s); using PyTorch", type(exc).__name__, exc)
     return TorchRunner(model, file)
+
+
+def _device(model: nn.Module) -> torch.device:
+    param = next(model.parameters(), None)
+    return param.device if param is not None else torch.device("cpu")

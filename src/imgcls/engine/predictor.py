@@ -23,7 +23,7 @@ from torch import nn
 from imgcls.data.layouts import Sample
 from imgcls.data.transforms import build_eval_transform
 from imgcls.errors import ImgclsError
-from imgcls.rundir import RunPaths, open_run, read_json
+from imgcls.rundir import RunPaths, read_json
 
 log = logging.getLogger(__name__)
 
@@ -78,22 +78,15 @@ def imagenet_categories() -> list[str]:
     return list(EfficientNet_B0_Weights.IMAGENET1K_V1.meta["categories"])
 
 
-def load_trained_model(paths: RunPaths, *, checkpoint: str = "best") -> tuple[nn.Module, list[str], int, str]:
-    """(model with the checkpoint's weights, classes, image size, model spec) of a run folder."""
-    from imgcls.config import load_run_config
-    from imgcls.models.registry import create_model, parse_model_spec
+def load_trained_model(run, *, checkpoint: str = "best") -> nn.Module:
+    """The model of a ``SavedRun`` with the checkpoint's weights, in eval mode."""
     from imgcls.models.weights import load_state_dict_file
+    from imgcls.plan import ModelChoice
 
-    cfg = load_run_config(paths.config)
-    classes = read_json(paths.classes)
-    if not isinstance(classes, list) or not all(isinstance(c, str) for c in classes):
-        raise ImgclsError(f"{paths.classes}: expected a list of class names")
-    if not cfg.model:
-        raise ImgclsError(f"{paths.config}: no model recorded")
-    name, kwargs = parse_model_spec(cfg.model)
+    cfg = run.cfg
     # Weights come from the checkpoint; pretrained=False so nothing is downloaded here.
-    model = create_model(name, len(classes), pretrained=False, image_size=cfg.image_size, **kwargs)
-    ckpt = paths.best if checkpoint == "best" else paths.last
+    model = ModelChoice.parse(cfg.model).build(len(run.classes), image_size=cfg.image_size)
+    ckpt = run.paths.best if checkpoint == "best" else run.paths.last
     state = load_state_dict_file(ckpt)
     if not isinstance(state, dict) or not isinstance(state.get("state_dict"), dict):
         raise ImgclsError(f"{ckpt}: not an imgcls checkpoint (no state_dict)")
@@ -102,15 +95,13 @@ def load_trained_model(paths: RunPaths, *, checkpoint: str = "best") -> tuple[nn
         model.load_state_dict(weights)
     except RuntimeError as exc:
         raise ImgclsError(f"{ckpt} does not fit model {cfg.model!r}: {str(exc).splitlines()[0]}") from None
-    return model.eval(), classes, cfg.image_size, cfg.model
+    return model.eval()
 
 
-def read_sidecar(path: Path) -> dict:
-    """An export's ``model.json``, checked: a hand-edited or foreign file fails in one line."""
+def read_sidecar(path: Path, weights: Path) -> dict:
+    """An export's sidecar (``model.json``), checked: a hand-edited or foreign file fails in one line."""
     if not path.is_file():
-        raise ImgclsError(
-            f"{path.with_suffix('.onnx').name}: its sidecar {path.name} is missing (made by imgcls export)"
-        )
+        raise ImgclsError(f"{weights.name}: its sidecar {path.name} is missing (made by imgcls export)")
     info = read_json(path)
     problems = []
     if not isinstance(info, dict):
@@ -123,18 +114,76 @@ def read_sidecar(path: Path) -> dict:
         problems.append("'image_size' must be a whole number of pixels between 16 and 4096")
     if not isinstance(info.get("model", ""), str):
         problems.append("'model' must be a string")
+    for key in ("mean", "std"):
+        values = info.get(key)
+        if values is None:
+            continue
+        if not isinstance(values, list) or len(values) != 3 or not all(isinstance(v, (int, float)) for v in values):
+            problems.append(f"'{key}' must be three numbers")
+        elif key == "std" and not all(0 < v < 10 for v in values):
+            problems.append("'std' values must be positive")
+        elif key == "mean" and not all(-10 < v < 10 for v in values):
+            problems.append("'mean' values must be within (-10, 10)")
     if problems:
         raise ImgclsError(f"{path}: {'; '.join(problems)}")
     return info
 
 
-def _from_onnx(path: Path, sidecar: Path) -> Predictor:
+def sidecar_path(weights: Path) -> Path:
+    """``model.onnx`` -> ``model.json`` (imgcls export's names); any other file: ``<file>.json``."""
+    if weights.name == "model.onnx":
+        return weights.with_name("model.json")
+    if weights.suffix == ".safetensors":
+        return weights.with_name(weights.name + ".json")
+    return weights.with_suffix(".json")
+
+
+def onnx_predictor(path: Path, info: dict) -> Predictor:
+    """An ONNX file in ONNX Runtime, checked against ``info`` (the sidecar): its input takes
+    ``image_size`` images and its output has one score per class."""
     from imgcls.engine.onnx_engine import OrtRunner, onnxruntime_available
 
-    info = read_sidecar(sidecar)
     if not onnxruntime_available():
         raise ImgclsError(f"{path}: running an ONNX model needs onnxruntime (pip install onnxruntime)")
-    return Predictor(OrtRunner(path), info["classes"], info["image_size"], info.get("model") or path.stem, info=info)
+    runner = OrtRunner(path)
+    size, classes = info["image_size"], info["classes"]
+    in_shape, out_shape = runner.shapes()
+    if len(in_shape) != 4 or any(isinstance(d, int) and d != want for d, want in zip(in_shape[1:], (3, size, size))):
+        raise ImgclsError(f"{path}: the model takes input {in_shape}, but its sidecar says {size} px RGB images")
+    width = out_shape[-1] if out_shape else None
+    if isinstance(width, int) and width != len(classes):
+        raise ImgclsError(f"{path}: the model gives {width} scores, but its sidecar lists {len(classes)} classes")
+    return Predictor(runner, list(classes), size, info.get("model") or path.stem, info=info)
+
+
+def _from_export(path: Path, engine: str) -> Predictor:
+    """An exported ``.onnx`` (ONNX Runtime) or ``.safetensors`` (PyTorch) with its sidecar."""
+    if not path.is_file():
+        raise ImgclsError(f"not found: {path}")
+    info = read_sidecar(sidecar_path(path), path)
+    if path.suffix == ".onnx":
+        if engine == "torch":
+            raise ImgclsError(f"{path}: an ONNX file runs in ONNX Runtime only (drop the torch engine)")
+        predictor = onnx_predictor(path, info)
+    else:
+        from imgcls.models.weights import load_state_dict_file
+        from imgcls.plan import ModelChoice
+
+        if not info.get("model"):
+            raise ImgclsError(f"{sidecar_path(path)}: 'model' (the model spec) is needed to rebuild the network")
+        model = ModelChoice.parse(info["model"]).build(len(info["classes"]), image_size=info["image_size"])
+        try:
+            model.load_state_dict(load_state_dict_file(path))
+        except RuntimeError as exc:
+            raise ImgclsError(f"{path} does not fit {info['model']!r}: {str(exc).splitlines()[0]}") from None
+        predictor = predictor_for_module(
+            model.eval(), info["image_size"], classes=info["classes"], name=info["model"], engine=engine, file=str(path)
+        )
+        predictor.info = info
+    run = path.parent.parent  # RUN/export/model.onnx: the run it came from, for its data and splits
+    if (run / "config.yaml").is_file() and (run / "classes.json").is_file():
+        predictor.paths = RunPaths(run)
+    return predictor
 
 
 def _fresh_export(paths: RunPaths) -> Path | None:
@@ -145,20 +194,19 @@ def _fresh_export(paths: RunPaths) -> Path | None:
     return None
 
 
+EXPORT_SUFFIXES = (".onnx", ".safetensors")
+
+
 def load_predictor(ref: str | Path, *, engine: str | None = None, checkpoint: str = "best") -> Predictor:
     """``engine``: auto (ONNX Runtime on CPU when possible) | onnx | torch (always the PyTorch model)."""
     from imgcls.engine.onnx_engine import ENGINE_ENV, onnxruntime_available
+    from imgcls.plan import open_saved_run
 
     engine = engine or os.environ.get(ENGINE_ENV) or "auto"
     ref_s = str(ref)
     path = Path(ref_s)
-    if path.suffix == ".onnx":
-        if not path.is_file():
-            raise ImgclsError(f"not found: {path}")
-        if engine == "torch":
-            raise ImgclsError(f"{path}: an ONNX file runs in ONNX Runtime only (drop the torch engine)")
-        sidecar = path.with_name("model.json") if path.name == "model.onnx" else path.with_suffix(".json")
-        return _from_onnx(path, sidecar)
+    if path.suffix in EXPORT_SUFFIXES:
+        return _from_export(path, engine)
     if not path.exists():
         from imgcls.models.registry import create_model, get_model_info, list_models
 
@@ -166,17 +214,18 @@ def load_predictor(ref: str | Path, *, engine: str | None = None, checkpoint: st
             model = create_model(ref_s, 1000, pretrained=True)
             size = get_model_info(ref_s).default_image_size
             return predictor_for_module(model, size, classes=imagenet_categories(), name=ref_s, engine=engine)
-    paths = open_run(path, checkpoint=checkpoint)
+    run = open_saved_run(path, checkpoint=checkpoint)
+    paths = run.paths
     summary = read_json(paths.summary) if paths.summary.is_file() else {}
     export = _fresh_export(paths) if checkpoint == "best" and engine != "torch" else None
     if export is not None and onnxruntime_available():
-        predictor = _from_onnx(export, export.with_name("model.json"))
-        predictor.paths = paths
-        predictor.info["summary"] = summary
-        return predictor
-    model, classes, size, spec = load_trained_model(paths, checkpoint=checkpoint)
-    ckpt = paths.best if checkpoint == "best" else paths.last
-    predictor = predictor_for_module(model, size, classes=classes, name=spec, engine=engine, file=str(ckpt))
+        predictor = _from_export(export, engine)
+    else:
+        model = load_trained_model(run, checkpoint=checkpoint)
+        ckpt = paths.best if checkpoint == "best" else paths.last
+        predictor = predictor_for_module(
+            model, run.cfg.image_size, classes=run.classes, name=run.cfg.model, engine=engine, file=str(ckpt)
+        )
     predictor.paths = paths
     predictor.info["summary"] = summary
     return predictor

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from imgcls.errors import ImgclsError
+from imgcls.report.gallery import read_predictions
 from imgcls.rundir import RunPaths, read_json, read_metrics
 
 
@@ -55,10 +56,11 @@ def _read_confusion(path: Path) -> list[list[int]]:
 def _ordered_run_dirs(root: Path) -> list[Path]:
     found = sorted(p for p in root.iterdir() if (p / "summary.json").is_file() and (p / "metrics.csv").is_file())
     meta = root / "compare.json"
-    if meta.is_file():  # keep the order the user asked for
-        from imgcls.compare import variant_dirname
-
-        wanted = [variant_dirname(s) for s in json.loads(meta.read_text()).get("models", [])]
+    if meta.is_file():  # keep the order the user asked for (compare records each variant's folder name)
+        try:
+            wanted = list(json.loads(meta.read_text()).get("dirs", []))
+        except (ValueError, AttributeError):
+            wanted = []
         found.sort(key=lambda p: wanted.index(p.name) if p.name in wanted else len(wanted))
     return found
 
@@ -81,8 +83,6 @@ def collect(root: str | Path) -> list[Variant]:
                 v.eval_split, v.eval = split, read_json(folder / "metrics.json")
                 v.confusion = _read_confusion(folder / "confusion_matrix.csv")
                 if (folder / "predictions.csv").is_file():
-                    from imgcls.evaluate import read_predictions
-
                     v.predictions = read_predictions(folder / "predictions.csv")
                 break
         if (run_dir / "inference.json").is_file():

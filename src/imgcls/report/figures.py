@@ -109,8 +109,62 @@ def per_class(v: Variant, path: Path) -> Path:
 def confusion(v: Variant, path: Path) -> Path:
     import torch
 
-    from imgcls.evaluate import confusion_png
-
     title = f"{v.name} - {v.eval_split}: top-1 {v.eval['top1']:.3f}"
     confusion_png(torch.tensor(v.confusion), v.classes, path, title)
     return path
+
+
+MAX_ANNOTATED_CLASSES = 50  # above this a confusion figure drops per-cell text and tick labels
+
+
+def confusion_png(matrix, classes: list[str], path: Path, title: str) -> None:
+    """Row-normalised confusion matrix. The figure's size is bounded whatever the class count: above
+    ``MAX_ANNOTATED_CLASSES`` it is a plain heat map beside a list of the most confused pairs."""
+    import torch
+
+    n = len(classes)
+    row_sums = matrix.sum(dim=1, keepdim=True).clamp(min=1)
+    normalised = (matrix / row_sums).numpy()
+    if n <= MAX_ANNOTATED_CLASSES:
+        side = min(14.0, max(5.0, 0.28 * n + 3))
+        fig, ax = plt.subplots(figsize=(side, side * 0.9))
+        ax.imshow(normalised, cmap="Blues", vmin=0, vmax=1)
+        font = 7 if n <= 20 else 5
+        for i in range(n):
+            for j in range(n):
+                v = int(matrix[i, j])
+                if v:
+                    colour = "white" if normalised[i, j] > 0.5 else "black"
+                    ax.text(j, i, str(v), ha="center", va="center", fontsize=font, color=colour)
+        ax.set_xticks(range(n), classes, rotation=45, ha="right", fontsize=8 if n <= 20 else 5)
+        ax.set_yticks(range(n), classes, fontsize=8 if n <= 20 else 5)
+        ax.set_xlabel("predicted")
+        ax.set_ylabel("true")
+    else:
+        fig, (ax, side) = plt.subplots(1, 2, figsize=(14, 8), gridspec_kw={"width_ratios": [3, 2]})
+        ax.imshow(normalised, cmap="Blues", vmin=0, vmax=1, interpolation="nearest")
+        ax.set_xlabel(f"predicted (class index, {n} classes)")
+        ax.set_ylabel("true (class index)")
+        off = matrix.clone()
+        off.fill_diagonal_(0)
+        count = int((off > 0).sum())
+        values, flat = (
+            off.flatten().topk(min(25, count)) if count else (torch.zeros(0), torch.zeros(0, dtype=torch.long))
+        )
+        lines = [
+            f"{int(v):>5}  {classes[int(k) // n][:28]} -> {classes[int(k) % n][:28]}" for v, k in zip(values, flat)
+        ]
+        side.axis("off")
+        side.text(
+            0,
+            1,
+            "most confused (true -> predicted)\n\n" + "\n".join(lines),
+            va="top",
+            family="monospace",
+            fontsize=8,
+            transform=side.transAxes,
+        )
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

@@ -5,6 +5,7 @@ thumbnails (base64, so report.html stays one self-contained file of a few MB at 
 from __future__ import annotations
 
 import base64
+import csv
 import html
 import io
 import logging
@@ -120,3 +121,15 @@ def gallery_html(rows: list[dict], *, count: int = 16, per_class: int = 3, max_c
         f"<h4>Most confident errors ({len(errors)})</h4><div class='gallery'>{wrong or '<p>none</p>'}</div>"
         f"<h4>Correct examples per class</h4><div class='correct'>{right or '<p>none</p>'}</div>"
     )
+
+
+PREDICTION_COLUMNS = ["path", "true", "predicted", "probability", "true_probability"]
+
+
+def read_predictions(path: Path) -> list[dict]:
+    with open(path, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    for row in rows:
+        row["probability"] = float(row["probability"])
+        row["true_probability"] = float(row["true_probability"])
+    return rows

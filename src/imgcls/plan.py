@@ -1,0 +1,342 @@
+"""The run plan: every decision of a training run, made once.
+
+``make_plan`` turns a ``TrainConfig`` (defaults < YAML < flags) and the data into a frozen ``RunPlan``:
+the parsed model spec, the task, the fine-tune cut, where it runs (device, precision, data pipeline),
+the data splits (discovered, or read back from a run folder), the bad files, the run folder and whether
+training resumes. Everything downstream (the module, the data modules, the Trainer, the run files)
+reads the plan and parses nothing. ``resolve`` is the pure part: it fills every ``auto`` field so
+``config.yaml`` records exactly what ran, and ``compare`` uses it to check saved variants.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from imgcls.config import RESUMABLE, TrainConfig, coerce, flag_name, load_run_config, parse_finetune
+from imgcls.data.datamodule import default_workers
+from imgcls.data.layouts import DatasetSplits, discover
+from imgcls.data.scan import BadFile, scan_splits
+from imgcls.data.splitfile import read_splits
+from imgcls.errors import ImgclsError
+from imgcls.models.registry import ModelInfo, create_model, get_model_info, parse_model_spec, spec_to_dirname
+from imgcls.rundir import RunPaths, folder_state, read_json
+from imgcls.system import cpu_count, global_rank
+
+# Precisions Lightning runs on a CPU (16-true, bf16-true and 64-true fail there in the optimizer or the
+# first convolution); every offered precision runs on CUDA.
+CPU_PRECISIONS = ("32-true", "32", "bf16-mixed")
+
+
+@dataclass(frozen=True)
+class ModelChoice:
+    """A model spec parsed once: ``attn_cnn:num_heads=4`` -> name, keyword arguments and registry entry."""
+
+    spec: str
+    name: str
+    kwargs: dict
+    info: ModelInfo
+
+    @classmethod
+    def parse(cls, spec: str | None) -> ModelChoice:
+        if not spec:
+            raise ImgclsError("choose a model with --model NAME, or model: in the --config file (see: imgcls models)")
+        name, kwargs = parse_model_spec(spec)
+        return cls(spec, name, kwargs, get_model_info(name))
+
+    def build(self, num_classes: int, *, pretrained: bool = False, image_size: int | None = None):
+        return create_model(self.name, num_classes, pretrained=pretrained, image_size=image_size, **self.kwargs)
+
+    @property
+    def dirname(self) -> str:
+        return spec_to_dirname(self.spec)
+
+    def block_count(self, num_classes: int, image_size: int | None) -> int:
+        from imgcls.models.blocks import blocks
+
+        return len(blocks(self.build(num_classes, image_size=image_size)))
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    cfg: TrainConfig  # every field resolved: what config.yaml records
+    model: ModelChoice
+    task: str  # "single" (one class per image)
+    keep: int | None  # blocks that train: None = the whole model, 0 = the head only, N = the last N blocks
+    cuda: bool
+    devices: Any  # Lightning's form: a count, "auto" or a list of indices
+    splits: DatasetSplits  # bad files removed
+    bad: tuple[BadFile, ...] = ()
+    paths: RunPaths | None = None  # None: nothing is written (lr-find)
+    resume: bool = False
+    notes: tuple[str, ...] = field(default=())  # said once at the start of training
+
+    @property
+    def classes(self) -> list[str]:
+        return self.splits.classes
+
+    @property
+    def partial(self) -> bool:
+        """A frozen prefix feeds a trainable suffix (head-only or last:N)."""
+        return self.keep is not None
+
+    @property
+    def monitor(self) -> str:
+        """The validation metric best.ckpt is chosen by."""
+        return "val_acc"
+
+    @property
+    def feature_identity(self) -> dict:
+        """What the frozen prefix's outputs depend on besides the files and transform (the cache key)."""
+        cfg = self.cfg
+        weights = self.model.info.weights if cfg.pretrained else f"random-init-seed{cfg.seed}"
+        return {"model": cfg.model, "pretrained": cfg.pretrained, "weights": weights, "cut": cfg.finetune}
+
+
+def default_out(cfg: TrainConfig, model: ModelChoice | None = None) -> str:
+    return cfg.out or str(Path("runs") / (model or ModelChoice.parse(cfg.model)).dirname)
+
+
+def discover_data(cfg: TrainConfig) -> DatasetSplits:
+    if not cfg.data:
+        raise ImgclsError("no data folder given: pass --data DIR")
+    return discover(cfg.data, val_split=cfg.val_split, seed=cfg.seed)
+
+
+def resolve(cfg: TrainConfig, splits: DatasetSplits, model: ModelChoice | None = None) -> TrainConfig:
+    """Every ``auto`` or unset field filled from the model, the data and the machine."""
+    model = model or ModelChoice.parse(cfg.model)
+    info = model.info
+    n = len(splits.classes)
+    if cfg.num_classes is not None and cfg.num_classes != n:
+        raise ImgclsError(f"--num-classes {cfg.num_classes} does not match the data: {n} classes in {splits.root}")
+    pretrained = info.has_weights if cfg.pretrained is None else cfg.pretrained
+    image_size = cfg.image_size or info.default_image_size
+    finetune = _finetune(cfg, model, cfg.finetune or ("head" if pretrained else "full"), n, image_size)
+    # The feature cache serves head and last:N training; by default it is on when augmentation is off.
+    if parse_finetune(finetune) is None:
+        feature_cache = 0
+    elif cfg.augment == "none":
+        feature_cache = 0 if cfg.feature_cache == 0 else 1
+    else:
+        feature_cache = cfg.feature_cache or 0
+    if cfg.cutmix and cfg.feature_cache:
+        raise ImgclsError("--cutmix cuts boxes out of images, not cached features: drop --feature-cache")
+    if (cfg.mixup or cfg.cutmix) and not cfg.feature_cache:
+        feature_cache = 0  # mix images; with an explicit --feature-cache, --mixup mixes the cached activations
+    cuda = uses_cuda(cfg)
+    return replace(
+        cfg,
+        num_classes=n,
+        image_size=image_size,
+        pretrained=pretrained,
+        finetune=finetune,
+        feature_cache=feature_cache,
+        data_pipeline=_data_pipeline(cfg, feature_cache, cuda),
+        data=str(Path(cfg.data).resolve()),  # the run folder then works from any directory
+        workers=default_workers() if cfg.workers is None else cfg.workers,
+        precision=_precision(cfg, cuda),
+        out=default_out(cfg, model),
+    )
+
+
+def uses_cuda(cfg: TrainConfig) -> bool:
+    import torch
+
+    return cfg.accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
+
+
+def _finetune(cfg: TrainConfig, model: ModelChoice, finetune: str, num_classes: int, image_size: int) -> str:
+    """``last:N`` with N = every block trains the whole model: that is ``full`` (its frozen prefix would be
+    empty). N above the block count is refused here, before any image is read."""
+    keep = parse_finetune(finetune)
+    if not keep:
+        return finetune
+    count = model.block_count(num_classes, image_size)
+    if keep > count:
+        raise ImgclsError(
+            f"--finetune {finetune}: {cfg.model} has {count} blocks (use last:1..last:{count - 1}, or full)"
+        )
+    return "full" if keep == count else finetune
+
+
+def _data_pipeline(cfg: TrainConfig, feature_cache: int, cuda: bool) -> str:
+    from imgcls.data.tensor_pipeline import TENSOR_AUGMENTS, check_augment
+
+    if cfg.data_pipeline == "tensor":
+        if feature_cache:
+            raise ImgclsError(
+                "--data-pipeline tensor feeds images to the model; with --feature-cache the cache feeds it "
+                "(pass --feature-cache 0 to train from images)"
+            )
+        check_augment(cfg.augment)
+        return "tensor"
+    if cfg.data_pipeline == "auto":
+        return "tensor" if cuda and not feature_cache and cfg.augment in TENSOR_AUGMENTS else "workers"
+    return cfg.data_pipeline
+
+
+def _precision(cfg: TrainConfig, cuda: bool) -> str:
+    if cfg.precision is None:
+        if not cuda:
+            return "32-true"
+        import torch
+
+        return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
+    if not cuda and cfg.precision not in CPU_PRECISIONS:
+        raise ImgclsError(
+            f"--precision {cfg.precision} does not run on the CPU; use one of {', '.join(CPU_PRECISIONS)} "
+            "(or train on a GPU)"
+        )
+    return cfg.precision
+
+
+def parse_devices(cfg: TrainConfig, cuda: bool):
+    """Lightning's devices value, checked against what this machine has: a count of processes up to the
+    GPUs (CUDA) or the cores (CPU), 'auto', or a list of distinct GPU indices."""
+    text = str(cfg.devices).strip()
+    if text == "auto":
+        return "auto"
+    if cuda:
+        import torch
+
+        have, what = torch.cuda.device_count(), "GPU(s)"
+    else:
+        have, what = cpu_count(), "CPU cores"
+    if "," in text:
+        picked = [int(d) for d in text.split(",") if d.strip()]
+        if not cuda:
+            raise ImgclsError(f"--devices {text}: a list of device indices needs GPUs; on the CPU give a count")
+        if len(set(picked)) != len(picked) or any(d >= have for d in picked):
+            raise ImgclsError(f"--devices {text}: indices must be distinct and below {have} ({have} {what} here)")
+        return picked
+    count = int(text)
+    if count < 1:
+        raise ImgclsError(f"--devices {text}: give a count of at least 1, 'auto', or a list like 0,1")
+    if count > have:
+        raise ImgclsError(f"--devices {count}: this machine has {have} {what}; use at most {have}")
+    return count
+
+
+def make_plan(
+    cfg: TrainConfig,
+    *,
+    resume: bool = False,
+    force: bool = False,
+    splits: DatasetSplits | None = None,
+    write: bool = True,
+) -> RunPlan:
+    """The plan of one training run. ``splits``: data already discovered (compare shares one discovery
+    between its variants); ``write=False``: no run folder (lr-find)."""
+    model = ModelChoice.parse(cfg.model)  # an unknown model is reported before the data is scanned
+    if not cfg.data:
+        raise ImgclsError("no data folder given: pass --data DIR")
+    if resume and not Path(cfg.data).is_dir():
+        raise ImgclsError(f"data folder not found: {cfg.data} (has the data moved? resume with --data NEW_PATH)")
+    paths = RunPaths(Path(default_out(cfg, model))) if write else None
+    if splits is None and resume and paths is not None:
+        splits = read_splits(paths, cfg.data)  # the exact splits the run started with
+    splits = splits or discover_data(cfg)
+    asked = cfg.finetune
+    cfg = resolve(cfg, splits, model)
+    cuda = uses_cuda(cfg)
+    devices = parse_devices(cfg, cuda)
+    splits, bad = scan_splits(splits, strict=cfg.strict)
+    if paths is not None:
+        resume = _check_folder(paths, splits, resume=resume, force=force, leader=global_rank() == 0)
+    notes = []
+    if (asked or "").startswith("last:") and cfg.finetune == "full":
+        notes.append(f"--finetune {asked} covers every block of {cfg.model}: training it whole (finetune=full)")
+    return RunPlan(
+        cfg=cfg,
+        model=model,
+        task="single",
+        keep=parse_finetune(cfg.finetune),
+        cuda=cuda,
+        devices=devices,
+        splits=splits,
+        bad=tuple(bad),
+        paths=paths,
+        resume=resume,
+        notes=tuple(notes),
+    )
+
+
+def _check_folder(paths: RunPaths, splits: DatasetSplits, *, resume: bool, force: bool, leader: bool) -> bool:
+    """Whether training resumes (a --resume of a folder with no completed epoch starts over instead);
+    the leader (rank 0, which prepares the folder) refuses folders that are not imgcls runs and
+    finished runs without --force."""
+    state = folder_state(paths.root)
+    if resume and not paths.last.is_file():
+        if state == "foreign":
+            raise ImgclsError(f"cannot resume: {paths.root} is not an imgcls run folder")
+        print(f"note: {paths.root} has no completed epoch to resume from: starting it over")
+        return False
+    if resume:
+        saved = read_json(paths.classes) if paths.classes.is_file() else None
+        if saved is not None and saved != splits.classes:
+            raise ImgclsError(f"cannot resume: the classes in {splits.root} differ from {paths.classes}")
+        return True
+    if not leader:
+        return False
+    if state == "foreign" and not force:
+        raise ImgclsError(
+            f"{paths.root} holds files that are not an imgcls run; choose another --out "
+            "(or pass --force to write into it anyway)"
+        )
+    if state == "run" and paths.last.is_file() and not force:
+        raise ImgclsError(
+            f"{paths.root} already holds a run; resume it with --resume {paths.root}, choose "
+            "another --out, or pass --force to start it over"
+        )
+    return False
+
+
+def resume_config(run_dir: str | Path, overrides: dict) -> TrainConfig:
+    """The saved config of a run, with flags (e.g. a larger --epochs) applied on top."""
+    paths = RunPaths(Path(run_dir))
+    if not paths.config.is_file():
+        raise ImgclsError(f"cannot resume: {paths.config} not found")
+    cfg = load_run_config(paths.config)
+    fixed = sorted(k for k, v in overrides.items() if v is not None and k not in RESUMABLE | {"out"})
+    if fixed:
+        raise ImgclsError(
+            f"a resumed run keeps its config; {', '.join(flag_name(k) for k in fixed)} cannot change "
+            f"(only {', '.join(flag_name(k) for k in sorted(RESUMABLE))} may)"
+        )
+    changed = {k: coerce(k, v) for k, v in overrides.items() if v is not None}
+    return replace(cfg, **changed, out=str(paths.root))
+
+
+@dataclass(frozen=True)
+class SavedRun:
+    """A run folder as its consumers read it: the config it trained with, its classes, its splits."""
+
+    paths: RunPaths
+    cfg: TrainConfig
+    classes: list[str]
+
+    def splits(self, data: str | None = None) -> DatasetSplits:
+        """The splits the run recorded (splits.csv), under ``data`` when the data folder moved; runs made
+        before splits.csv existed get them rediscovered from the folder, fraction and seed."""
+        root = data or self.cfg.data
+        if not root or not Path(root).is_dir():
+            raise ImgclsError(f"the run's data folder {root} is not there (point to it with --data DIR)")
+        saved = read_splits(self.paths, root)
+        if saved is not None:
+            return saved
+        return discover(root, val_split=self.cfg.val_split, seed=self.cfg.seed, for_eval=True)
+
+
+def open_saved_run(run_dir: str | Path, *, checkpoint: str = "best") -> SavedRun:
+    from imgcls.rundir import open_run
+
+    paths = open_run(run_dir, checkpoint=checkpoint)
+    cfg = load_run_config(paths.config)
+    classes = read_json(paths.classes)
+    if not isinstance(classes, list) or not all(isinstance(c, str) for c in classes):
+        raise ImgclsError(f"{paths.classes}: expected a list of class names")
+    if not cfg.model:
+        raise ImgclsError(f"{paths.config}: no model recorded")
+    return SavedRun(paths, cfg, classes)
