@@ -22,7 +22,7 @@ demo: $(STAMP)
 	$(BIN)/imgcls compare
 
 test: $(STAMP) browser lint
-	IMGCLS_OFFLINE=1 $(BIN)/python -m pytest -q
+	IMGCLS_OFFLINE=1 $(BIN)/python -m pytest -q --durations=15
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests

@@ -6,8 +6,9 @@ from imgcls.bench import TARGETS, run_bench
 
 
 def test_quick_bench_writes_every_measure(tmp_path):
+    """Every measure, each side in its own process, at 32 px: the protocol and the JSON, not the speeds."""
     out = tmp_path / "bench.json"
-    results = run_bench(quick=True, images=24, batch_size=8, workers=0, json_path=str(out))
+    results = run_bench(quick=True, images=24, batch_size=8, workers=0, json_path=str(out), image_size=32)
     data = json.loads(out.read_text())
     assert data == json.loads(json.dumps(results))
     assert {"cores", "peak_gflops", "torch"} <= set(data["machine"])
@@ -16,17 +17,34 @@ def test_quick_bench_writes_every_measure(tmp_path):
         assert {"name", "unit", "baseline", "imgcls", "ratio", "target"} <= set(m)
         assert m["baseline"] > 0 and m["imgcls"] > 0 and m["ratio"] > 0
         assert m["baseline_peak_rss_mb"] > 0 and m["imgcls_peak_rss_mb"] > 0
+    assert data["settings"]["image_size"] == 32
+    (pipeline,) = [m for m in data["measures"] if m["name"] == "pipeline"]
+    assert "tensor pipeline on cpu" in pipeline["imgcls_note"]
 
 
-def test_only_runs_the_named_measures_and_cuda_needs_a_gpu(tmp_path):
+def test_only_runs_the_named_measures_and_cuda_needs_a_gpu(tmp_path, monkeypatch):
     import pytest
     import torch
 
+    import imgcls.bench as bench
     from imgcls.errors import ImgclsError
 
+    ran = []
+
+    def fake_worker(measure, side, args, env):  # the worker protocol itself runs in the test above
+        ran.append((measure, side))
+        return {"value": 2.0, "unit": "img/s", "peak_rss_mb": 1.0, "worker_peak_rss_mb": 0.0, "note": "n"}
+
+    monkeypatch.setattr(bench, "_run_worker", fake_worker)
+    monkeypatch.setattr(bench, "make_photos", lambda root, n: None)
     results = run_bench(quick=True, images=24, batch_size=8, workers=0, only=["pipeline"])
     (m,) = results["measures"]
-    assert m["name"] == "pipeline" and m["unit"] == "img/s" and "tensor pipeline on cpu" in m["imgcls_note"]
+    assert m["name"] == "pipeline" and m["unit"] == "img/s" and m["imgcls_note"] == "n"
+    assert ran == [("pipeline", "baseline"), ("pipeline", "imgcls")]
+    ran.clear()
+    run_bench(quick=True, images=24, batch_size=8, workers=0, only=["partial"])  # borrows full_finetune's baseline
+    assert ran == [("full_finetune", "baseline"), ("partial", "imgcls")]
+    monkeypatch.undo()
     with pytest.raises(ImgclsError, match="no such measure"):
         run_bench(quick=True, only=["warp_speed"])
     if not torch.cuda.is_available():

@@ -52,7 +52,7 @@ def test_balanced_class_weights_and_weighted_loss():
 def test_balanced_sampler_draws_classes_evenly():
     from torch.utils.data import TensorDataset
 
-    from imgcls.data.datamodule import make_loader
+    from imgcls.data.loader import make_loader
 
     labels = [0] * 900 + [1] * 100
     ds = TensorDataset(torch.arange(1000), torch.tensor(labels))

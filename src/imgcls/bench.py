@@ -11,8 +11,6 @@ from __future__ import annotations
 import json
 import os
 import platform
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -100,17 +98,30 @@ def side_environment(measure: str, side: str) -> dict:
     return env
 
 
+# Imported once by the fork server; every measurement is a child forked from it (its own process and
+# peak RSS, without paying these imports - seconds each - again).
+PRELOAD = ["torch", "torchvision", "lightning", "timm", "torchmetrics", "onnxruntime", "imgcls.bench_worker"]
+
+
 def _run_worker(measure: str, side: str, args: dict, env: dict) -> dict:
-    proc = subprocess.run(
-        [sys.executable, "-m", "imgcls.bench_worker", measure, side, json.dumps(args)],
-        capture_output=True,
-        text=True,
-        env=env,
-    )
-    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
-    if proc.returncode != 0 or not lines:
-        raise RuntimeError(f"bench worker {measure}/{side} failed:\n{proc.stderr[-3000:]}")
-    return json.loads(lines[-1])
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(PRELOAD)
+    receive, send = ctx.Pipe(duplex=False)
+    from imgcls.bench_worker import run_job
+
+    proc = ctx.Process(target=run_job, args=(measure, side, args, env, send))
+    proc.start()
+    send.close()
+    try:
+        reply = receive.recv()
+    except EOFError:
+        reply = {"error": f"the worker process died (exit code {proc.join() or proc.exitcode})"}
+    proc.join()
+    if "ok" not in reply:
+        raise RuntimeError(f"bench worker {measure}/{side} failed:\n{reply['error'][-3000:]}")
+    return reply["ok"]
 
 
 def _plan(accelerator: str, only: list[str] | None) -> list[tuple[str, str, dict, float]]:
@@ -146,8 +157,11 @@ def run_bench(
     json_path: str | None = None,
     accelerator: str = "cpu",
     only: list[str] | None = None,
+    image_size: int = 224,
 ) -> dict:
-    from imgcls.data.datamodule import default_workers
+    """``image_size``: 224 px is the reference; smaller sizes make tiny runs (the test suite's) whose
+    numbers say nothing about the recipe."""
+    from imgcls.data.loader import default_workers
     from imgcls.engine.onnx_engine import onnxruntime_available
 
     if accelerator == "cuda":
@@ -162,6 +176,7 @@ def run_bench(
         ("--images", images, 2 * CLASSES),
         ("--batch-size", batch_size, 2),
         ("--workers", workers, 0),
+        ("--image-size", image_size, 32),
     ):
         if value is not None and not low <= value <= 1_000_000:
             from imgcls.errors import ImgclsError
@@ -176,6 +191,7 @@ def run_bench(
         "repeats": 2 if quick else 3,
         "full_images": n // 2 if gpu else (2 * bs if quick else 4 * bs),
         "device": "cuda" if gpu else "cpu",
+        "image_size": image_size,
     }
     info = machine()
     results = {
@@ -184,7 +200,6 @@ def run_bench(
             "images": n,
             **args,
             "model": "efficientnet_b0",
-            "image_size": 224,
             "weights": "random init (speed does not depend on weight values)",
             "onnxruntime": onnxruntime_available(),
         },
@@ -193,7 +208,7 @@ def run_bench(
     with tempfile.TemporaryDirectory(prefix="imgcls-bench-") as tmp:
         root = Path(tmp)
         print(
-            f"bench: {n} synthetic 512x384 JPEGs, EfficientNet-B0 at 224 px, batch {bs}, "
+            f"bench: {n} synthetic 512x384 JPEGs, EfficientNet-B0 at {image_size} px, batch {bs}, "
             f"{args['workers']} loader worker(s), {info['cores']} cores"
         )
         make_photos(root / "data", n)

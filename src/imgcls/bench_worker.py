@@ -1,6 +1,8 @@
-"""One bench measurement in a fresh process: ``python -m imgcls.bench_worker MEASURE SIDE ARGS_JSON``.
+"""One bench measurement in a process of its own: ``run_job`` in a child forked by ``imgcls bench``'s
+fork server (torch, Lightning and timm imported once, not once per measurement), or by hand:
+``python -m imgcls.bench_worker MEASURE SIDE ARGS_JSON``, which prints one JSON line.
 
-Prints one JSON line: value, unit, peak_rss_mb (this process + its largest child), and extras.
+A result holds value, unit, peak_rss_mb (this process + its largest child), and extras.
 """
 
 from __future__ import annotations
@@ -16,6 +18,15 @@ from pathlib import Path
 import torch
 
 GMACS_EFFNET_B0 = 0.386  # per 224 px image (registry count, multiply-add = 1)
+
+
+def _size(a: dict) -> int:
+    """The bench's image size: 224 px (the reference); tiny CPU runs (the test suite) use less."""
+    return a.get("image_size", 224)
+
+
+def _gmacs(a: dict) -> float:
+    return GMACS_EFFNET_B0 * (_size(a) / 224) ** 2
 
 
 def peak_rss_mb() -> tuple[float, float]:
@@ -53,10 +64,10 @@ def measure_augment(side: str, a: dict) -> dict:
     torch.set_num_threads(1)  # per core
     paths = jpeg_paths(Path(a["data"]))[: 48 if a["repeats"] < 3 else 256]
     if side == "baseline":
-        tf = build_train_transform(224, "reference-torchvision")
+        tf = build_train_transform(_size(a), "reference-torchvision")
         fn = lambda p: tf(Image.open(p).convert("RGB"))  # noqa: E731  (ImageFolder's loader)
     else:
-        fn = build_train_transform(224, "reference")
+        fn = build_train_transform(_size(a), "reference")
     for p in paths[:4]:
         fn(p)
     rates = []
@@ -87,14 +98,14 @@ def measure_inference(side: str, a: dict) -> dict:
         engine = "pytorch eager NCHW"
     else:
         os.environ["IMGCLS_CACHE"] = str(Path(a["tmp"]) / "cache")
-        predictor = predictor_for_module(model, 224)  # the engine evaluate/predict/serve use
+        predictor = predictor_for_module(model, _size(a))  # the engine evaluate/predict/serve use
         engine = predictor.engine
 
         def run(t):
             return predictor.run(t).cpu()
 
-    ips = images_per_second(run, 224, batch_size=a["batch_size"], min_repeats=a["repeats"], min_seconds=0.0)
-    return {"value": ips, "unit": "img/s", "gflops_per_s": ips * GMACS_EFFNET_B0 * 2, "note": engine}
+    ips = images_per_second(run, _size(a), batch_size=a["batch_size"], min_repeats=a["repeats"], min_seconds=0.0)
+    return {"value": ips, "unit": "img/s", "gflops_per_s": ips * _gmacs(a) * 2, "note": engine}
 
 
 def measure_inference_int8(side: str, a: dict) -> dict:
@@ -109,8 +120,8 @@ def measure_inference_int8(side: str, a: dict) -> dict:
 
     model = create_model("efficientnet_b0", 11).eval()
     folder = Path(a["tmp"]) / f"int8-{os.getpid()}"
-    fp32 = export_onnx(model, 224, folder / "model.onnx")
-    info = {"classes": [f"c{i}" for i in range(11)], "image_size": 224, "model": "efficientnet_b0"}
+    fp32 = export_onnx(model, _size(a), folder / "model.onnx")
+    info = {"classes": [f"c{i}" for i in range(11)], "image_size": _size(a), "model": "efficientnet_b0"}
     samples = discover(Path(a["data"])).train[:64]
     quantize_static_int8(
         fp32, folder / "model.int8.onnx", calibration_batches(samples, onnx_predictor(fp32, info).transform)
@@ -118,7 +129,7 @@ def measure_inference_int8(side: str, a: dict) -> dict:
     int8 = onnx_predictor(folder / "model.int8.onnx", info)  # the predictor predict/serve would use
     return {
         "value": images_per_second(
-            int8.run, 224, batch_size=a["batch_size"], min_repeats=a["repeats"], min_seconds=0.0
+            int8.run, _size(a), batch_size=a["batch_size"], min_repeats=a["repeats"], min_seconds=0.0
         ),
         "unit": "img/s",
         "note": "onnxruntime int8 (static QDQ); opt-in, and refused by export when top-1 agreement with fp32 "
@@ -216,7 +227,7 @@ def _imgcls_train(a: dict, data: Path, out: str, **cfg) -> _Timer:
         model=a.get("model", "efficientnet_b0"),
         data=str(data),
         out=out,
-        image_size=a.get("image_size", 224),
+        image_size=_size(a),
         batch_size=a["batch_size"],
         workers=a["workers"],
         pretrained=False,
@@ -239,7 +250,7 @@ def _baseline_loop(a: dict, data: Path, *, head_only: bool) -> float:
 
     torch.manual_seed(0)
     device = a.get("device", "cpu")
-    size = a.get("image_size", 224)
+    size = _size(a)
     ds = datasets.ImageFolder(str(data / "train"), transform=build_train_transform(size, "reference-torchvision"))
     loader = torch.utils.data.DataLoader(
         ds, batch_size=a["batch_size"], shuffle=True, num_workers=a["workers"], pin_memory=device != "cpu"
@@ -272,11 +283,11 @@ def measure_head_epoch(side: str, a: dict) -> dict:
     n = len(jpeg_paths(data))
     if side == "baseline":
         ips = _baseline_loop(a, data, head_only=True)
-        gflops = ips * GMACS_EFFNET_B0 * 2 * 3  # forward + full backward
+        gflops = ips * _gmacs(a) * 2 * 3  # forward + full backward
     else:
         timer = _imgcls_train(a, data, str(Path(a["tmp"]) / "run-head"), finetune="head", augment="reference")
         ips = timer.images_per_s(0)
-        gflops = ips * GMACS_EFFNET_B0 * 2  # forward only: the frozen backbone needs no backward
+        gflops = ips * _gmacs(a) * 2  # forward only: the frozen backbone needs no backward
     return {"value": n / ips, "unit": "s/epoch", "gflops_per_s": gflops, "images_per_s": ips}
 
 
@@ -308,7 +319,7 @@ def measure_full_finetune(side: str, a: dict) -> dict:
             a, data, str(Path(a["tmp"]) / f"run-full-{os.getpid()}"), finetune="full", augment="reference"
         )
         ips = timer.images_per_s(0)
-    return {"value": ips, "unit": "img/s", "gflops_per_s": ips * GMACS_EFFNET_B0 * 2 * 3}
+    return {"value": ips, "unit": "img/s", "gflops_per_s": ips * _gmacs(a) * 2 * 3}
 
 
 def measure_partial(side: str, a: dict) -> dict:
@@ -337,13 +348,13 @@ def measure_pipeline(side: str, a: dict) -> dict:
     imgcls side also times its own PIL worker pipeline (--data-pipeline workers) for the note."""
     from torchvision import datasets
 
-    from imgcls.data.datamodule import make_loader
     from imgcls.data.dataset import ImageDataset
     from imgcls.data.image_store import get_store
     from imgcls.data.layouts import discover
+    from imgcls.data.loader import make_loader
     from imgcls.data.tensor_augment import train_batch
     from imgcls.data.tensor_pipeline import StoreDataset, collate_canvas
-    from imgcls.data.transforms import build_train_transform
+    from imgcls.data.transforms import build_train_transform, eval_resize
 
     data, device, bs, workers = Path(a["data"]), a.get("device", "cpu"), a["batch_size"], a["workers"]
 
@@ -360,13 +371,15 @@ def measure_pipeline(side: str, a: dict) -> dict:
         return images / (time.perf_counter() - t0)
 
     if side == "baseline":
-        ds = datasets.ImageFolder(str(data / "train"), transform=build_train_transform(224, "reference-torchvision"))
+        ds = datasets.ImageFolder(
+            str(data / "train"), transform=build_train_transform(_size(a), "reference-torchvision")
+        )
         loader = torch.utils.data.DataLoader(ds, batch_size=bs, shuffle=True, num_workers=workers)
         return {"value": rate(loader, lambda b: b[0].to(device)), "unit": "img/s"}
     os.environ["IMGCLS_CACHE"] = str(Path(a["tmp"]) / "cache")
     samples = discover(data).train
     t0 = time.perf_counter()
-    store = get_store(samples, short=256, progress=False)
+    store = get_store(samples, short=eval_resize(_size(a)), progress=False)
     fill = time.perf_counter() - t0
     g = torch.Generator().manual_seed(0)
     loader = make_loader(
@@ -375,10 +388,10 @@ def measure_pipeline(side: str, a: dict) -> dict:
 
     def augment(batch):
         canvas, sizes, _ = batch
-        return train_batch(canvas.to(device, non_blocking=True), sizes, 224, g)
+        return train_batch(canvas.to(device, non_blocking=True), sizes, _size(a), g)
 
     tensor_rate = rate(loader, augment)
-    fast = ImageDataset(samples, build_train_transform(224, "reference"))
+    fast = ImageDataset(samples, build_train_transform(_size(a), "reference"))
     workers_rate = rate(make_loader(fast, batch_size=bs, workers=workers, shuffle=True, seed=0), lambda b: b[0])
     return {
         "value": tensor_rate,
@@ -432,20 +445,41 @@ def measure_malloc_tuning(side: str, a: dict) -> dict:
     return measure_full_finetune("imgcls", a)
 
 
-def main() -> None:
+def run_job(measure: str, side: str, args: dict, env: dict, conn) -> None:
+    """The fork server's entry: ``env`` replaces the process environment, the result (or the error's
+    traceback) goes back through ``conn``."""
+    import traceback
+
+    os.environ.clear()
+    os.environ.update(env)
+    quiet = os.open(os.devnull, os.O_WRONLY)  # the training's own lines: the bench prints its table
+    os.dup2(quiet, 1)
+    try:
+        conn.send({"ok": measure_one(measure, side, args)})
+    except BaseException:
+        conn.send({"error": traceback.format_exc()})
+    finally:
+        conn.close()
+
+
+def measure_one(measure: str, side: str, args: dict) -> dict:
     import logging
     import warnings
 
     warnings.filterwarnings("ignore")
     logging.disable(logging.INFO)
-    measure, side, args = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
     if side == "imgcls":
         from imgcls.malloc import tune_malloc
 
         tune_malloc()  # as imgcls train/compare do
     result = globals()[f"measure_{measure}"](side, args)
     result["peak_rss_mb"], result["worker_peak_rss_mb"] = peak_rss_mb()
-    print(json.dumps(result))
+    return result
+
+
+def main() -> None:
+    measure, side, args = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+    print(json.dumps(measure_one(measure, side, args)))
 
 
 if __name__ == "__main__":

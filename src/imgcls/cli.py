@@ -159,6 +159,7 @@ def cmd_bench(args) -> int:
         json_path=args.json,
         accelerator=args.accelerator,
         only=[m.strip() for m in args.only.split(",") if m.strip()] if args.only else None,
+        image_size=args.image_size,
     )
     missed = [m["name"] for m in results["measures"] if not m["met"]]
     if missed:
@@ -359,6 +360,9 @@ def build_parser() -> argparse.ArgumentParser:
         "attn_cnn, inference, data pipeline, GPU busy time)",
     )
     p.add_argument("--only", help="comma-separated measures to run (default: all for the accelerator)")
+    p.add_argument(
+        "--image-size", type=int, default=224, help="image size in px (224: the reference; less only for smoke runs)"
+    )
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("check-data", help="find unreadable, truncated, empty or oversized images in a dataset")

@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from imgcls.config import RESUMABLE, TrainConfig, coerce, flag_name, load_run_config, parse_finetune
-from imgcls.data.datamodule import default_workers
 from imgcls.data.layouts import DatasetSplits, discover
+from imgcls.data.loader import default_workers
 from imgcls.data.scan import BadFile, scan_splits
 from imgcls.data.splitfile import read_splits
 from imgcls.errors import ImgclsError

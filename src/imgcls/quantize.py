@@ -20,8 +20,8 @@ MIN_AGREEMENT = 0.99
 
 
 def calibration_batches(samples, transform, batch_size: int = 16):
-    from imgcls.data.datamodule import make_loader
     from imgcls.data.dataset import ImageDataset
+    from imgcls.data.loader import make_loader
 
     loader = make_loader(ImageDataset(samples, transform), batch_size=batch_size, workers=0, shuffle=False)
     for batch in loader:

@@ -14,9 +14,10 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from imgcls.data import tensor_augment
-from imgcls.data.datamodule import ImageDataModule, make_loader
+from imgcls.data.datamodule import ImageDataModule
 from imgcls.data.image_store import ImageStore, get_store, pad_batch
 from imgcls.data.layouts import DatasetSplits
+from imgcls.data.loader import make_loader
 from imgcls.data.transforms import eval_resize
 from imgcls.errors import ImgclsError
 

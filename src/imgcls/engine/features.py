@@ -20,8 +20,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from imgcls.cache import CacheEntry, file_fingerprint
-from imgcls.data.datamodule import make_loader
 from imgcls.data.layouts import Sample
+from imgcls.data.loader import make_loader
 
 log = logging.getLogger(__name__)
 

@@ -251,8 +251,8 @@ def predict_samples(
     """
     if tta not in (None, "flip"):
         raise ImgclsError(f"--tta {tta!r}: only flip is offered")
-    from imgcls.data.datamodule import default_workers, make_loader
     from imgcls.data.dataset import ImageDataset
+    from imgcls.data.loader import default_workers, make_loader
 
     dataset = ImageDataset(samples, transform or predictor.transform, with_index=True)
     workers = default_workers() if workers is None else workers

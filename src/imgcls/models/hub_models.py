@@ -47,7 +47,7 @@ def _timm_cached(cfg) -> bool:
 def _timm_info(name: str):
     import timm
 
-    from imgcls.models.registry import ModelInfo
+    from imgcls.models.info import ModelInfo
 
     arch = name.removeprefix("timm:")
     base = arch.split(".")[0]
@@ -93,7 +93,7 @@ def _missing_timm(arch: str, cfg, why: str) -> ImgclsError:
 def _tv_info(name: str):
     import torchvision.models as tvm
 
-    from imgcls.models.registry import ModelInfo
+    from imgcls.models.info import ModelInfo
     from imgcls.models.weights import load_hub_state_dict
 
     arch = name.removeprefix("tv:")

@@ -7,29 +7,15 @@ that pick weights and swap the head; ``create_model`` is the only way commands b
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import yaml
 from torch import nn
 
 from imgcls.errors import ImgclsError
+from imgcls.models.info import ModelInfo
 
-
-@dataclass(frozen=True)
-class ModelInfo:
-    name: str
-    builder: Callable[..., nn.Module]
-    default_image_size: int
-    head: str  # attribute path of the classifier head (what --finetune head trains)
-    weights: str | None  # where ImageNet weights come from; None = trains from scratch only
-    min_image_size: int = 32
-    fixed_image_size: bool = False  # pretrained weights only work at default_image_size
-    description: str = ""
-
-    @property
-    def has_weights(self) -> bool:
-        return self.weights is not None
+__all__ = ["ModelInfo", "create_model", "get_model_info", "list_models", "parse_model_spec", "register_model"]
 
 
 _REGISTRY: dict[str, ModelInfo] = {}
