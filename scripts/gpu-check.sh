@@ -63,7 +63,7 @@ for model in ${GPU_CHECK_MODELS:-efficientnet_b0 vit_b_16 attn_cnn}; do
 done
 
 if [ -z "$gpu" ]; then
-  step bench-pipeline "$PYTHON" -m imgcls bench --quick --only pipeline --images 48 --json "$OUT_DIR/bench-cpu.json"
+  step bench-pipeline "$PYTHON" -m imgcls bench --quick --only pipeline --images 48 --image-size 64 --json "$OUT_DIR/bench-cpu.json"
 else
   step bench-cuda "$PYTHON" -m imgcls bench --accelerator cuda --quick --json "$OUT_DIR/bench-cuda.json"
 fi

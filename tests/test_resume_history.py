@@ -151,3 +151,25 @@ def test_demo_data_bad_sizes(tmp_path, capsys, extra):
     err = capsys.readouterr().err
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "d").exists()
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        dict(workers=1),
+        dict(model="efficientnet_lite0", feature_cache=2, workers=0),
+        dict(data_pipeline="tensor", augment="reference", workers=0),
+    ],
+)
+def test_a_resumed_run_draws_what_an_uninterrupted_one_draws(demo_data, tmp_path, monkeypatch, options):
+    """Data order, augmentation (in loader workers or the cached views) and dropout depend on the epoch:
+    stopping after epoch 1 and resuming gives the numbers of a run that never stopped, not a replay of
+    epoch 1's draws."""
+    monkeypatch.setenv("IMGCLS_CACHE", str(tmp_path / "cache"))
+    whole = read_metrics(train_tiny(demo_data, tmp_path / "whole", epochs=3, **options).metrics)
+    paths = train_tiny(demo_data, tmp_path / "split", epochs=1, **options)
+    train(resume_config(paths.root, {"epochs": 3}), resume=True, progress=False)
+    resumed = read_metrics(paths.metrics)
+    keys = ("train_loss", "train_acc", "val_loss", "val_acc")
+    assert [[r[k] for k in keys] for r in resumed] == [[r[k] for k in keys] for r in whole]
+    assert resumed[1]["train_loss"] != resumed[0]["train_loss"]

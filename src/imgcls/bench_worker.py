@@ -450,6 +450,11 @@ def run_job(measure: str, side: str, args: dict, env: dict, conn) -> None:
     traceback) goes back through ``conn``."""
     import traceback
 
+    import multiprocessing
+
+    # A fork server's child inherits "forkserver" as its start method; a user's process (and so the
+    # DataLoader workers being measured) starts with the platform's default.
+    multiprocessing.set_start_method(None, force=True)
     os.environ.clear()
     os.environ.update(env)
     quiet = os.open(os.devnull, os.O_WRONLY)  # the training's own lines: the bench prints its table

@@ -70,6 +70,7 @@ class RunPlan:
     bad: tuple[BadFile, ...] = ()
     paths: RunPaths | None = None  # None: nothing is written (lr-find)
     resume: bool = False
+    start_epoch: int = 0  # the first epoch this fit runs (0-based): a resumed run's next one
     notes: tuple[str, ...] = field(default=())  # said once at the start of training
 
     @property
@@ -259,8 +260,19 @@ def make_plan(
         bad=tuple(bad),
         paths=paths,
         resume=resume,
+        start_epoch=_next_epoch(paths.last) if resume else 0,
         notes=tuple(notes),
     )
+
+
+def _next_epoch(checkpoint: Path) -> int:
+    """The epoch after the one ``last.ckpt`` holds (memory-mapped: only the counter is read)."""
+    import torch
+
+    try:
+        return int(torch.load(checkpoint, map_location="cpu", weights_only=True, mmap=True)["epoch"]) + 1
+    except Exception:  # not ours or damaged: the resume itself reports it in one line
+        return 0
 
 
 def _check_folder(paths: RunPaths, splits: DatasetSplits, *, resume: bool, force: bool, leader: bool) -> bool:

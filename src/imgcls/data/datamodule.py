@@ -22,9 +22,12 @@ class ImageDataModule(L.LightningDataModule):
         workers: int,
         seed: int,
         balanced: bool = False,
+        start_epoch: int = 0,
     ):
+        """``start_epoch``: the first epoch this fit runs (a resumed run's next one)."""
         super().__init__()
         self.balanced = balanced
+        self.start_epoch = start_epoch
         self.splits = splits
         self.image_size = image_size
         self.augment = augment
@@ -46,6 +49,7 @@ class ImageDataModule(L.LightningDataModule):
             shuffle=True,
             seed=self.seed,
             labels=labels,
+            epoch=self.start_epoch,
             **self._shard(),
         )
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 
+import torch
 from torch.utils.data import Dataset, default_collate
 
 from imgcls.data.decode import load_rgb
@@ -14,11 +15,30 @@ from imgcls.errors import BadImageError
 log = logging.getLogger(__name__)
 
 
+def target(label, num_classes: int | None):
+    """A class index as it is; a multi-label tuple of indices as a multi-hot float vector."""
+    if isinstance(label, tuple):
+        hot = torch.zeros(num_classes)
+        hot[list(label)] = 1.0
+        return hot
+    return label
+
+
 class ImageDataset(Dataset):
-    def __init__(self, samples: Sequence[Sample], transform: Callable, *, with_index: bool = False):
+    """(image, target) per sample; ``num_classes`` is needed for multi-label samples (multi-hot targets)."""
+
+    def __init__(
+        self,
+        samples: Sequence[Sample],
+        transform: Callable,
+        *,
+        with_index: bool = False,
+        num_classes: int | None = None,
+    ):
         self.samples = list(samples)
         self.transform = transform
         self.with_index = with_index
+        self.num_classes = num_classes
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -33,7 +53,8 @@ class ImageDataset(Dataset):
         except BadImageError as exc:
             log.warning("skipping bad image %s", exc)
             return None
-        return (image, sample.label, i) if self.with_index else (image, sample.label)
+        y = target(sample.label, self.num_classes)
+        return (image, y, i) if self.with_index else (image, y)
 
 
 def collate_skip_bad(batch: list):

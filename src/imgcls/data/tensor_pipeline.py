@@ -63,7 +63,8 @@ class TensorDataModule(ImageDataModule):
         self.short = short or eval_resize(self.image_size)
         self.progress = progress
         self.store_seconds = 0.0
-        self.generator: torch.Generator | None = None
+        self.generator: torch.Generator | None = None  # seeded per epoch and rank when training starts
+        self.generator_epoch: int | None = None
 
     def _stores(self) -> tuple[ImageStore, ImageStore]:
         kw = dict(short=self.short, progress=self.progress)
@@ -80,9 +81,6 @@ class TensorDataModule(ImageDataModule):
 
     def setup(self, stage=None) -> None:
         self.train_store, self.val_store = self._stores()
-        rank = self.trainer.global_rank if self.trainer is not None else 0
-        # Augmentation parameters: a seeded CPU generator per process (DDP ranks draw differently).
-        self.generator = torch.Generator().manual_seed(self.seed * 1000 + rank)
 
     def _loader(self, store: ImageStore, train: bool) -> DataLoader:
         ds = StoreDataset(store)
@@ -92,6 +90,7 @@ class TensorDataModule(ImageDataModule):
             workers=self.workers,
             shuffle=train,
             seed=self.seed if train else None,
+            epoch=self.start_epoch,
             labels=ds.labels if train and self.balanced else None,
             collate=collate_canvas,
             **self._shard(),
@@ -106,6 +105,12 @@ class TensorDataModule(ImageDataModule):
     def to_model_input(self, batch, training: bool):
         """(canvas, sizes, labels) on the device -> (normalised images, labels)."""
         canvas, sizes, y = batch
+        epoch = getattr(self.trainer, "current_epoch", 0)
+        if training and epoch != self.generator_epoch:
+            # Augmentation parameters from (seed, epoch, rank): a resumed run draws what it would have drawn.
+            rank = getattr(self.trainer, "global_rank", 0)
+            self.generator = torch.Generator().manual_seed((self.seed * 1_000_003 + epoch) * 1_009 + rank)
+            self.generator_epoch = epoch
         if training and self.augment == "reference":
             x = tensor_augment.train_batch(canvas, sizes, self.image_size, self.generator)
         else:

@@ -51,6 +51,7 @@ def image_datamodule(plan: RunPlan, progress: bool = True):
         workers=cfg.workers,
         seed=cfg.seed,
         balanced=cfg.sampler == "balanced",
+        start_epoch=plan.start_epoch,
     )
     if cfg.data_pipeline == "tensor":
         from imgcls.data.tensor_pipeline import TensorDataModule
@@ -80,4 +81,5 @@ def feature_datamodule(plan: RunPlan, module: ClassifierModule):
         batch_size=cfg.batch_size,
         workers=cfg.workers,
         balanced=cfg.sampler == "balanced",
+        start_epoch=plan.start_epoch,
     )

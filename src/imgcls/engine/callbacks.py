@@ -195,3 +195,22 @@ class LastCheckpoint(ModelCheckpoint):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.best_model_path = str(Path(self.dirpath) / "last.ckpt")  # nothing else to restore
+
+
+class EpochSeed(Callback):
+    """Main-process randomness (dropout, mixup draws) seeded from (seed, epoch, rank) at the start of
+    each epoch, so a resumed run continues as if it had never stopped (Lightning restores the weights
+    and optimizer, not the random generators)."""
+
+    def __init__(self, seed: int):
+        self.seed = seed
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        import random
+
+        import numpy as np
+
+        s = ((self.seed * 1_000_003 + trainer.current_epoch) * 1_009 + trainer.global_rank) % 2**63
+        random.seed(s)
+        np.random.seed(s % 2**32)
+        torch.manual_seed(s)

@@ -153,18 +153,18 @@ def get_features(
 
 class FeatureDataset(Dataset):
     """(features of one view, label) per image from the memory-mapped cache; training draws a random
-    view per image each time (its own generator, seeded), validation always view 0."""
+    view per image each time, validation always view 0."""
 
-    def __init__(self, cached: CachedFeatures, *, random_view: bool, seed: int):
+    def __init__(self, cached: CachedFeatures, *, random_view: bool):
         self.cached, self.random_view = cached, random_view
         self.views = cached.features.shape[1]
-        self.rng = np.random.default_rng(seed)
 
     def __len__(self) -> int:
         return len(self.cached.labels)
 
     def __getitem__(self, i: int):
-        view = int(self.rng.integers(self.views)) if self.random_view and self.views > 1 else 0
+        # Training: a random view, drawn from the generator the loader seeded for this item (epoch, position).
+        view = int(np.random.randint(self.views)) if self.random_view and self.views > 1 else 0
         return torch.from_numpy(np.array(self.cached.features[i, view], dtype=np.float32)), int(self.cached.labels[i])
 
 
@@ -185,8 +185,10 @@ class FeatureDataModule(L.LightningDataModule):
         batch_size,
         workers,
         balanced=False,
+        start_epoch=0,
     ):
         super().__init__()
+        self.start_epoch = start_epoch
         self.backbone, self.splits = backbone, splits
         self.train_transform, self.eval_transform = train_transform, eval_transform
         self.views, self.batch_size, self.seed = views, batch_size, seed
@@ -225,11 +227,12 @@ class FeatureDataModule(L.LightningDataModule):
         t = self.trainer
         labels = cached.labels.tolist() if train and self.balanced else None
         return make_loader(
-            FeatureDataset(cached, random_view=train, seed=self.seed),
+            FeatureDataset(cached, random_view=train),
             batch_size=self.batch_size,
             workers=0,
             shuffle=train,
             seed=self.seed if train else None,
+            epoch=self.start_epoch,
             rank=t.global_rank,
             world=t.world_size,
             labels=labels,

@@ -9,7 +9,14 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import EarlyStopping, TQDMProgressBar
 
-from imgcls.engine.callbacks import AtomicCheckpointIO, BestCheckpoint, LastCheckpoint, RunFilesCallback, device_name
+from imgcls.engine.callbacks import (
+    AtomicCheckpointIO,
+    BestCheckpoint,
+    EpochSeed,
+    LastCheckpoint,
+    RunFilesCallback,
+    device_name,
+)
 from imgcls.errors import ImgclsError
 from imgcls.models.profile import count_gflops, count_params
 from imgcls.plan import RunPlan
@@ -75,6 +82,7 @@ def make_trainer(
     cfg, paths = plan.cfg, plan.paths
     callbacks = [
         RunFilesCallback(paths, static, on_epoch=on_epoch, classes=plan.classes),
+        EpochSeed(cfg.seed),
         BestCheckpoint(paths.checkpoints, monitor=plan.monitor),
         LastCheckpoint(paths.checkpoints),  # after best: a kill between the two redoes the epoch on resume
     ]
