@@ -448,9 +448,8 @@ def measure_malloc_tuning(side: str, a: dict) -> dict:
 def run_job(measure: str, side: str, args: dict, env: dict, conn) -> None:
     """The fork server's entry: ``env`` replaces the process environment, the result (or the error's
     traceback) goes back through ``conn``."""
-    import traceback
-
     import multiprocessing
+    import traceback
 
     # A fork server's child inherits "forkserver" as its start method; a user's process (and so the
     # DataLoader workers being measured) starts with the platform's default.
