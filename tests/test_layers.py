@@ -8,7 +8,8 @@ import imgcls
 
 SRC = Path(imgcls.__file__).parent
 FOUNDATION = {"errors", "system", "cache", "malloc", "rundir", "config"}
-COMMANDS = {"evaluate", "predict", "export", "quantize", "explain", "compare", "bench", "bench_worker", "checkdata"}
+COMMANDS = {"evaluate", "evaluate_multilabel", "predict", "export", "quantize", "explain", "compare", "bench"}
+COMMANDS |= {"bench_worker", "check_data"}
 COMMANDS |= {"cli", "__main__", "serve"}
 LAYERS = ["foundation", "data|models", "plan", "engine", "report", "commands"]
 # The registry imports its builder modules to fill itself, and they import its decorator: plugin registration.

@@ -2,7 +2,6 @@
 
 import json
 import math
-from types import SimpleNamespace
 
 import pytest
 import torch
@@ -173,6 +172,8 @@ def test_lr_decay_gives_each_block_its_rate(demo_data):
 
 
 def test_tta_flip_averages_the_mirror_image(tiny_run, demo_data):
+    import dataclasses
+
     from imgcls.data.layouts import discover
     from imgcls.engine.predictor import load_predictor, predict_samples
 
@@ -180,9 +181,7 @@ def test_tta_flip_averages_the_mirror_image(tiny_run, demo_data):
     samples = discover(demo_data).test[:6]
     plain, _ = predict_samples(predictor, samples, workers=0)
     both, _ = predict_samples(predictor, samples, workers=0, tta="flip")
-    mirrored = SimpleNamespace(
-        run=lambda x: predictor.run(x.flip(3)), transform=predictor.transform, classes=predictor.classes
-    )
+    mirrored = dataclasses.replace(predictor, run=lambda x: predictor.run(x.flip(3)))
     flipped, _ = predict_samples(mirrored, samples, workers=0)
     assert torch.allclose(both, (plain + flipped) / 2, atol=1e-6) and not torch.allclose(both, plain)
 

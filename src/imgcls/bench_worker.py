@@ -383,7 +383,7 @@ def measure_pipeline(side: str, a: dict) -> dict:
     fill = time.perf_counter() - t0
     g = torch.Generator().manual_seed(0)
     loader = make_loader(
-        StoreDataset(store), batch_size=bs, workers=workers, shuffle=True, seed=0, collate=collate_canvas
+        StoreDataset(store, samples), batch_size=bs, workers=workers, shuffle=True, seed=0, collate=collate_canvas
     )
 
     def augment(batch):

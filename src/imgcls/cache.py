@@ -36,11 +36,12 @@ def cache_key(**parts) -> str:
     return hashlib.sha256(blob).hexdigest()[:24]
 
 
-def file_fingerprint(samples) -> list:
-    """Path, label, size and mtime of each sample's file: a changed file makes a new key."""
+def file_fingerprint(samples, *, labels: bool = True) -> list:
+    """Path, label (unless the entry does not store labels), size and mtime of each sample's file: a
+    changed file makes a new key."""
     out = []
     for s in samples:
-        label = list(s.label) if isinstance(s.label, tuple) else s.label
+        label = (list(s.label) if isinstance(s.label, tuple) else s.label) if labels else None
         try:
             st = os.stat(s.path)
             out.append([s.path, label, st.st_size, st.st_mtime_ns])

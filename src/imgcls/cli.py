@@ -101,8 +101,9 @@ def cmd_train(args) -> int:
     from imgcls.rundir import read_json
 
     summary = read_json(paths.summary)
+    metric = summary.get("metric", "val_acc")
     print(
-        f"done: best val_acc {summary.get('best_val_acc', float('nan')):.4f} at epoch {summary.get('best_epoch')}, "
+        f"done: best {metric} {summary.get('best_' + metric, float('nan')):.4f} at epoch {summary.get('best_epoch')}, "
         f"{summary.get('train_seconds', 0):.1f}s -> {paths.root}"
     )
     return 0
@@ -239,19 +240,23 @@ def cmd_evaluate(args) -> int:
         gallery=args.gallery,
         tta=args.tta,
     )
-    top5 = f"  top-5 {r['top5']:.4f}" if r["top5"] is not None else ""
-    print(f"{r['split']}: {r['images']} images  top-1 {r['top1']:.4f}{top5}  macro-F1 {r['macro_f1']:.4f}")
-    width = max(len(row["class"]) for row in r["per_class"])
-    print(f"  {'class':<{width}}  support  precision  recall     f1")
-    for row in r["per_class"]:
+    if r["task"] == "multilabel":
         print(
-            f"  {row['class']:<{width}}  {row['support']:>7}  {row['precision']:>9.3f}  {row['recall']:>6.3f}  "
-            f"{row['f1']:>5.3f}"
+            f"{r['split']}: {r['images']} images  mAP {r['mAP']:.4f}  F1 macro {r['f1_macro']:.4f}  "
+            f"micro {r['f1_micro']:.4f}  exact match {r['exact_match']:.4f}"
         )
-    print(
-        f"wrote {r['out']}/ (metrics.json, per_class.csv, predictions.csv, confusion_matrix.csv/.png, "
-        f"errors.csv/.png) [{r['engine']['engine']}: {r['engine']['file']}]"
-    )
+        rows, head, names = r["per_label"], "label", ("ap", "precision", "recall", "f1", "threshold")
+        files = "metrics.json, per_label.csv, predictions.csv, pr_curves.png, errors.csv/.png"
+    else:
+        top5 = f"  top-5 {r['top5']:.4f}" if r["top5"] is not None else ""
+        print(f"{r['split']}: {r['images']} images  top-1 {r['top1']:.4f}{top5}  macro-F1 {r['macro_f1']:.4f}")
+        rows, head, names = r["per_class"], "class", ("precision", "recall", "f1")
+        files = "metrics.json, per_class.csv, predictions.csv, confusion_matrix.csv/.png, errors.csv/.png"
+    width = max(len(head), *(len(row["class"]) for row in rows))
+    print(f"  {head:<{width}}  support" + "".join(f"  {n:>9}" for n in names))
+    for row in rows:
+        print(f"  {row['class']:<{width}}  {row['support']:>7}" + "".join(f"  {row[n]:>9.3f}" for n in names))
+    print(f"wrote {r['out']}/ ({files}) [{r['engine']['engine']}: {r['engine']['file']}]")
     return 0
 
 
@@ -274,6 +279,7 @@ def cmd_predict(args) -> int:
         batch_size=args.batch_size,
         workers=args.workers,
         tta=args.tta,
+        submission=args.submission,
     )
     for name, cls, prob in r["first"]:
         print(f"  {name}: {cls} ({prob:.3f})")
@@ -439,6 +445,12 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("inputs", nargs="+", help="image files or folders")
             p.add_argument("--out", default="preds.csv")
             p.add_argument("--topk", type=int, default=0, help="add the top K class names and probabilities")
+            p.add_argument(
+                "--submission",
+                metavar="CSV",
+                help="a sample submission (e.g. sample_submission.csv): write its columns in its row order, "
+                "filled in from the images its ids name",
+            )
         p.add_argument("--batch-size", type=int, default=64)
         p.add_argument("--workers", type=int, default=None)
         p.add_argument("--tta", choices=["flip"], help="test-time augmentation: average with the mirror image")

@@ -121,7 +121,7 @@ def compare(
 ) -> Path:
     from imgcls.engine.train import train
     from imgcls.evaluate import evaluate
-    from imgcls.plan import discover_data, resume_config
+    from imgcls.plan import discover_data, resolve_task, resume_config
     from imgcls.report.build import build_report
     from imgcls.system import global_rank
 
@@ -145,6 +145,10 @@ def compare(
     started = time.perf_counter()
     leader = global_rank() == 0  # in a multi-process run every process trains; only rank 0 evaluates and reports
     runs = [RunPaths(out / d) for d in dirnames]
+    tasks = {spec: resolve_task(variant_config(base, spec, out), splits) for spec in specs}
+    if len(set(tasks.values())) > 1:
+        listing = ", ".join(f"{spec} ({task})" for spec, task in tasks.items())
+        raise ImgclsError(f"the variants train different tasks: {listing}; compare them in separate comparisons")
     stale = _stale_variants(base, specs, runs, splits)
     if stale and not retrain:
         listing = "; ".join(f"{spec}: {', '.join(fields)}" for spec, (_, fields) in stale.items())
@@ -188,7 +192,10 @@ def compare(
             continue
         if has_heldout and evaluate_split and not _eval_is_fresh(paths):
             r = evaluate(paths.root, data=base.data, split="evaluation", workers=base.workers)
-            print(f"[{i}/{len(specs)}] {spec}: held-out top-1 {r['top1']:.4f}, macro-F1 {r['macro_f1']:.4f}")
+            if r["task"] == "multilabel":
+                print(f"[{i}/{len(specs)}] {spec}: held-out mAP {r['mAP']:.4f}, macro-F1 {r['f1_macro']:.4f}")
+            else:
+                print(f"[{i}/{len(specs)}] {spec}: held-out top-1 {r['top1']:.4f}, macro-F1 {r['macro_f1']:.4f}")
         elif not has_heldout and not _eval_is_fresh(paths, "validation"):
             evaluate(paths.root, data=base.data, split="validation", workers=base.workers)
         _ensure_throughput(paths)

@@ -169,6 +169,33 @@ class TrainConfig:
         lo_open=True,
         hi_open=True,
     )
+    task: str = opt(
+        "auto",
+        "single: one class per image; multilabel: any number of labels per image (auto: from the data)",
+        choices=("auto", "single", "multilabel"),
+    )
+    labels: str | None = opt(None, "CSV of labels (default: train.csv, labels.csv or train_labels.csv in --data)")
+    images: str | None = opt(
+        None, "folder the label CSV names images in (default: train_images/, train/, images/, train-jpg/ or --data)"
+    )
+    image_col: str | None = opt(None, "the label CSV's image column (default: the one whose values are image files)")
+    label_col: str | None = opt(
+        None, "the label CSV's label column, or its one-hot class columns separated by commas (default: detected)"
+    )
+    label_sep: str | None = opt(None, "separator of the labels in a tags column (default: whitespace)")
+    skip_missing: bool = opt(
+        False, "train without label-CSV rows whose image file is missing (listed in bad_files.txt)"
+    )
+    pos_weight: str = opt(
+        "none",
+        "multi-label: weight each label's positives by its negatives/positives ratio in training (balanced)",
+        choices=("none", "balanced"),
+    )
+    eval_crop: bool | None = opt(
+        None,
+        "centre-crop at evaluation, as Resize(256)+CenterCrop(224) (default: yes for single-label; multi-label "
+        "resizes the whole image, so labels near the border are not cut away)",
+    )
     strict: bool = opt(False, "stop on any unreadable image (exit 2) instead of skipping it", resumable=True)
     num_classes: int | None = opt(None, "expected number of classes; checked against the data", lo=2, hi=1_000_000)
     workers: int | None = opt(None, "DataLoader workers (default: cores - 1)", lo=0, hi=256, resumable=True)

@@ -51,7 +51,17 @@ def check_batch_args(batch_size: int, workers: int | None) -> None:
         raise ImgclsError(f"--workers must be 0 or more, got {workers}")
 
 
-def _labels_in_run_order(splits: DatasetSplits, split: str, run_classes: list[str]) -> list:
+def _labels_in_run_order(splits: DatasetSplits, split: str, run_classes: list[str], *, multilabel: bool) -> list:
+    """The split's samples with labels as the run's class indices (multi-label runs: tuples)."""
+    samples = _in_run_order(splits, split, run_classes)
+    if splits.task == "multilabel" and not multilabel:
+        raise ImgclsError(f"{splits.root} has several labels per image; this run predicts one class per image")
+    if multilabel:  # single-label data evaluated by a multi-label run: one positive label each
+        return [type(s)(s.path, (s.label,)) if isinstance(s.label, int) else s for s in samples]
+    return samples
+
+
+def _in_run_order(splits: DatasetSplits, split: str, run_classes: list[str]) -> list:
     samples = splits.split(split)
     if not samples:
         raise ImgclsError(f"{splits.root} has no {SPLIT_DIRNAMES[split]} split; try --split validation")
@@ -70,7 +80,10 @@ def _labels_in_run_order(splits: DatasetSplits, split: str, run_classes: list[st
     if unknown:
         raise ImgclsError(f"{splits.root}: classes {', '.join(unknown)} are not among the run's classes")
     remap = [run_classes.index(c) for c in splits.classes]
-    return [type(s)(s.path, remap[s.label]) for s in samples]
+    return [
+        type(s)(s.path, tuple(remap[i] for i in s.label) if isinstance(s.label, tuple) else remap[s.label])
+        for s in samples
+    ]
 
 
 def classification_metrics(probs: torch.Tensor, labels: torch.Tensor, n: int) -> dict:
@@ -138,21 +151,15 @@ def evaluate(
     key, split_name, note = select_split(splits, split)
     if note:
         print(f"note: {note}")
-    samples = _labels_in_run_order(splits, key, loaded.classes)
+    samples = _labels_in_run_order(splits, key, loaded.classes, multilabel=loaded.multilabel)
     probs, kept = predict_samples(loaded, samples, batch_size=batch_size, workers=workers, tta=tta)
     if not kept:
         raise ImgclsError(f"no image of the {split_name} split could be decoded")
-    labels = torch.tensor([samples[i].label for i in kept])
-    n = len(loaded.classes)
-    m = classification_metrics(probs, labels, n)
-    confusion = m.pop("confusion")
-    support = confusion.sum(dim=1).tolist()
-
     exported = Path(str(run_dir)).suffix in EXPORT_SUFFIXES
     eval_root = Path(str(run_dir)).parent / "eval" / Path(str(run_dir)).stem if exported else loaded.paths.eval_dir
     out = eval_folder(eval_root, data, run_data, split_name)
     out.mkdir(parents=True, exist_ok=True)
-    result = {
+    header = {
         "split": split_name,
         "fallback": note,
         "data": str(Path(data).resolve()),
@@ -160,6 +167,28 @@ def evaluate(
         "skipped": len(samples) - len(kept),
         "engine": loaded.describe(),
         "tta": tta,
+    }
+    if loaded.multilabel:
+        from imgcls.evaluate_multilabel import write_multilabel
+
+        result = write_multilabel(loaded, probs, [samples[i] for i in kept], header, out, gallery=gallery)
+    else:
+        result = _write_single(loaded, probs, [samples[i] for i in kept], header, out, gallery=gallery)
+    result["out"] = str(out)
+    return result
+
+
+def _write_single(loaded, probs: torch.Tensor, samples: list, header: dict, out: Path, *, gallery: int) -> dict:
+    """metrics.json, per_class.csv, confusion matrix, predictions.csv and the error gallery."""
+    split_name = header["split"]
+    labels = torch.tensor([s.label for s in samples])
+    n = len(loaded.classes)
+    m = classification_metrics(probs, labels, n)
+    confusion = m.pop("confusion")
+    support = confusion.sum(dim=1).tolist()
+    result = {
+        **header,
+        "task": "single",
         "top1": m["top1"],
         "top5": m["top5"],
         "macro_f1": m["macro_f1"],
@@ -191,13 +220,13 @@ def evaluate(
     top_p, top_i = probs.max(dim=1)
     predictions = [
         [
-            samples[idx].path,
-            loaded.classes[samples[idx].label],
+            s.path,
+            loaded.classes[s.label],
             loaded.classes[int(top_i[r])],
             f"{float(top_p[r]):.6f}",
-            f"{float(probs[r, samples[idx].label]):.6f}",
+            f"{float(probs[r, s.label]):.6f}",
         ]
-        for r, idx in enumerate(kept)
+        for r, s in enumerate(samples)
     ]
     write_csv(out / "predictions.csv", PREDICTION_COLUMNS, predictions)
     title = f"{loaded.name} - {split_name}: top-1 {m['top1']:.3f}, macro-F1 {m['macro_f1']:.3f}"
@@ -205,5 +234,4 @@ def evaluate(
     write_error_gallery(
         out, read_predictions(out / "predictions.csv"), count=gallery, title=f"{loaded.name}: {split_name}"
     )
-    result["out"] = str(out)
     return result

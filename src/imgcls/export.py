@@ -21,20 +21,33 @@ FORMATS = ("onnx", "safetensors")
 
 
 def sidecar(loaded, fmt: str, weights_file: str) -> dict:
-    summary = loaded.paths.summary
-    return {
+    summary = read_json(loaded.paths.summary) if loaded.paths.summary.is_file() else {}
+    info = {
         "format": fmt,
         "file": weights_file,
         "model": loaded.name,
+        "task": loaded.task,
         "classes": loaded.classes,
         "image_size": loaded.image_size,
-        "resize": eval_resize(loaded.image_size),
+        "eval_crop": loaded.eval_crop,
+        "resize": eval_resize(loaded.image_size) if loaded.eval_crop else loaded.image_size,
         "mean": list(IMAGENET_MEAN),
         "std": list(IMAGENET_STD),
-        "input": "float32 NCHW RGB in [0,1] after Resize(resize)+CenterCrop(image_size), then (x-mean)/std",
+        "input": (
+            "float32 NCHW RGB in [0,1] after Resize(resize)+CenterCrop(image_size), then (x-mean)/std"
+            if loaded.eval_crop
+            else "float32 NCHW RGB in [0,1] after Resize((image_size, image_size)) of the whole image, then (x-mean)/std"
+        ),
         "output": "logits (apply softmax for probabilities)",
-        "best_val_acc": read_json(summary).get("best_val_acc") if summary.is_file() else None,
+        "best_val_acc": summary.get("best_val_acc"),
     }
+    if loaded.multilabel:
+        info.update(
+            output="logits, one per label (apply a sigmoid; a label is predicted when its probability >= its threshold)",
+            thresholds=loaded.thresholds,
+            best_val_mAP=summary.get("best_val_mAP"),
+        )
+    return info
 
 
 def verify_onnx(model: torch.nn.Module, exported, *, seed: int = 0) -> float:

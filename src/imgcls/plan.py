@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from imgcls.config import RESUMABLE, TrainConfig, coerce, flag_name, load_run_config, parse_finetune
+from imgcls.data.csv_layout import CsvOptions
 from imgcls.data.layouts import DatasetSplits, discover
 from imgcls.data.loader import default_workers
 from imgcls.data.scan import BadFile, scan_splits
@@ -62,7 +63,7 @@ class ModelChoice:
 class RunPlan:
     cfg: TrainConfig  # every field resolved: what config.yaml records
     model: ModelChoice
-    task: str  # "single" (one class per image)
+    task: str  # "single" (one class per image) or "multilabel" (any number of labels per image)
     keep: int | None  # blocks that train: None = the whole model, 0 = the head only, N = the last N blocks
     cuda: bool
     devices: Any  # Lightning's form: a count, "auto" or a list of indices
@@ -84,8 +85,8 @@ class RunPlan:
 
     @property
     def monitor(self) -> str:
-        """The validation metric best.ckpt is chosen by."""
-        return "val_acc"
+        """The validation metric best.ckpt is chosen by: accuracy, or mean average precision."""
+        return monitor_for(self.task)
 
     @property
     def feature_identity(self) -> dict:
@@ -95,14 +96,30 @@ class RunPlan:
         return {"model": cfg.model, "pretrained": cfg.pretrained, "weights": weights, "cut": cfg.finetune}
 
 
+def monitor_for(task: str) -> str:
+    return "val_mAP" if task == "multilabel" else "val_acc"
+
+
 def default_out(cfg: TrainConfig, model: ModelChoice | None = None) -> str:
     return cfg.out or str(Path("runs") / (model or ModelChoice.parse(cfg.model)).dirname)
+
+
+def csv_options(cfg: TrainConfig) -> CsvOptions:
+    return CsvOptions(
+        labels=cfg.labels,
+        images=cfg.images,
+        image_col=cfg.image_col,
+        label_col=cfg.label_col,
+        label_sep=cfg.label_sep,
+        task=cfg.task,
+        skip_missing=cfg.skip_missing,
+    )
 
 
 def discover_data(cfg: TrainConfig) -> DatasetSplits:
     if not cfg.data:
         raise ImgclsError("no data folder given: pass --data DIR")
-    return discover(cfg.data, val_split=cfg.val_split, seed=cfg.seed)
+    return discover(cfg.data, val_split=cfg.val_split, seed=cfg.seed, csv=csv_options(cfg))
 
 
 def resolve(cfg: TrainConfig, splits: DatasetSplits, model: ModelChoice | None = None) -> TrainConfig:
@@ -127,8 +144,11 @@ def resolve(cfg: TrainConfig, splits: DatasetSplits, model: ModelChoice | None =
     if (cfg.mixup or cfg.cutmix) and not cfg.feature_cache:
         feature_cache = 0  # mix images; with an explicit --feature-cache, --mixup mixes the cached activations
     cuda = uses_cuda(cfg)
+    task = resolve_task(cfg, splits)
     return replace(
         cfg,
+        task=task,
+        eval_crop=(task == "single") if cfg.eval_crop is None else cfg.eval_crop,
         num_classes=n,
         image_size=image_size,
         pretrained=pretrained,
@@ -140,6 +160,37 @@ def resolve(cfg: TrainConfig, splits: DatasetSplits, model: ModelChoice | None =
         precision=_precision(cfg, cuda),
         out=default_out(cfg, model),
     )
+
+
+def resolve_task(cfg: TrainConfig, splits: DatasetSplits) -> str:
+    """The data decides (one label per image, or several); --task single refuses multi-label data, and
+    --task multilabel trains single-label data with one positive label per image."""
+    task = splits.task
+    if cfg.task == "single" and task == "multilabel":
+        raise ImgclsError(f"{splits.root} has several labels per image; --task single cannot train it (drop --task)")
+    if cfg.task == "multilabel":
+        task = "multilabel"
+    if task == "multilabel":
+        if cfg.sampler == "balanced":
+            raise ImgclsError("--sampler balanced draws by class; for multi-label data use --pos-weight balanced")
+        if cfg.class_weights == "balanced":
+            raise ImgclsError(
+                "--class-weights balanced weighs one class per image; for multi-label data use --pos-weight balanced"
+            )
+    elif cfg.pos_weight != "none":
+        raise ImgclsError(
+            "--pos-weight weighs the labels of a multi-label task; for one class per image use --class-weights"
+        )
+    return task
+
+
+def as_multilabel(splits: DatasetSplits) -> DatasetSplits:
+    """Single-label splits as multi-label ones: each label a one-element tuple."""
+
+    def lift(samples):
+        return [type(s)(s.path, (s.label,)) if isinstance(s.label, int) and s.label >= 0 else s for s in samples]
+
+    return replace(splits, train=lift(splits.train), val=lift(splits.val), test=lift(splits.test), task="multilabel")
 
 
 def uses_cuda(cfg: TrainConfig) -> bool:
@@ -243,6 +294,8 @@ def make_plan(
     cfg = resolve(cfg, splits, model)
     cuda = uses_cuda(cfg)
     devices = parse_devices(cfg, cuda)
+    if cfg.task == "multilabel" and splits.task == "single":
+        splits = as_multilabel(splits)
     splits, bad = scan_splits(splits, strict=cfg.strict)
     if paths is not None:
         resume = _check_folder(paths, splits, resume=resume, force=force, leader=global_rank() == 0)
@@ -252,7 +305,7 @@ def make_plan(
     return RunPlan(
         cfg=cfg,
         model=model,
-        task="single",
+        task=cfg.task,
         keep=parse_finetune(cfg.finetune),
         cuda=cuda,
         devices=devices,
@@ -338,7 +391,9 @@ class SavedRun:
         saved = read_splits(self.paths, root)
         if saved is not None:
             return saved
-        return discover(root, val_split=self.cfg.val_split, seed=self.cfg.seed, for_eval=True)
+        return discover(
+            root, val_split=self.cfg.val_split, seed=self.cfg.seed, for_eval=True, csv=csv_options(self.cfg)
+        )
 
 
 def open_saved_run(run_dir: str | Path, *, checkpoint: str = "best") -> SavedRun:

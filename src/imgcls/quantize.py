@@ -62,13 +62,18 @@ def quantize_static_int8(fp32: Path, out: Path, batches) -> None:
 
 
 def top1_agreement(reference, candidate, samples) -> tuple[float, int]:
-    """The share of ``samples`` on which two predictors pick the same class, and how many were compared."""
+    """The share of ``samples`` on which two predictors give the same answer (the same class; for a
+    multi-label model the same set of labels), and how many were compared."""
     from imgcls.engine.predictor import predict_samples
 
     ref, kept = predict_samples(reference, samples, workers=0, batch_size=32)
     got, _ = predict_samples(candidate, [samples[i] for i in kept], workers=0, batch_size=32)
     total = len(kept)
-    return (int((ref.argmax(1) == got.argmax(1)).sum()) / max(1, total)), total
+    if reference.multilabel:
+        same = (reference.decide(ref) == candidate.decide(got)).all(1)
+    else:
+        same = ref.argmax(1) == got.argmax(1)
+    return int(same.sum()) / max(1, total), total
 
 
 def quantize_int8(fp32, out: Path, *, calibration, validation, calib_images: int = 256) -> dict:

@@ -14,6 +14,12 @@ from typing import Any
 from imgcls.errors import ImgclsError
 
 METRICS_COLUMNS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "val_acc5", "lr", "epoch_seconds"]
+# Multi-label runs: micro-F1 while training; validation mean average precision (macro) and macro-F1 at 0.5.
+MULTILABEL_COLUMNS = ["epoch", "train_loss", "train_f1", "val_loss", "val_mAP", "val_f1", "lr", "epoch_seconds"]
+
+
+def metrics_columns(task: str) -> list[str]:
+    return MULTILABEL_COLUMNS if task == "multilabel" else METRICS_COLUMNS
 
 
 @dataclass(frozen=True)
@@ -71,6 +77,10 @@ class RunPaths:
     @property
     def inference(self) -> Path:
         return self.root / "inference.json"
+
+    @property
+    def thresholds(self) -> Path:
+        return self.root / "thresholds.json"
 
 
 def atomic_write(path: Path, write, *, binary: bool = False) -> None:
@@ -136,8 +146,10 @@ def read_metrics(path: Path) -> list[dict[str, Any]]:
 def _parse_metrics(path: Path) -> list[dict[str, Any]]:
     with open(path, newline="") as fh:
         rows = list(csv.DictReader(fh))
-    if rows and set(METRICS_COLUMNS) - set(rows[0]):
-        raise ValueError(f"missing columns {sorted(set(METRICS_COLUMNS) - set(rows[0]))}")
+    if rows:
+        expected = MULTILABEL_COLUMNS if "val_mAP" in rows[0] else METRICS_COLUMNS
+        if set(expected) - set(rows[0]):
+            raise ValueError(f"missing columns {sorted(set(expected) - set(rows[0]))}")
     return [
         {
             k: (float(v) if v not in ("", None) and k != "epoch" else (int(v) if k == "epoch" else None))
@@ -147,12 +159,28 @@ def _parse_metrics(path: Path) -> list[dict[str, Any]]:
     ]
 
 
-def write_metrics(path: Path, rows: list[dict[str, Any]]) -> None:
+def write_metrics(path: Path, rows: list[dict[str, Any]], columns: list[str] = METRICS_COLUMNS) -> None:
     """Floats are written with repr (shortest round-trip form), so summary numbers equal the file's."""
-    lines = [",".join(METRICS_COLUMNS)]
+    lines = [",".join(columns)]
     for row in rows:
-        lines.append(",".join("" if row.get(c) is None else repr(row[c]) for c in METRICS_COLUMNS))
+        lines.append(",".join("" if row.get(c) is None else repr(row[c]) for c in columns))
     atomic_write_text(path, "\n".join(lines) + "\n")
+
+
+DEFAULT_THRESHOLD = 0.5  # a multi-label class without a tuned threshold (none in the run, or no positives)
+
+
+def read_thresholds(path: Path, classes: list[str]) -> list[float]:
+    """The run's thresholds in class order (0.5 for every label when the file is missing)."""
+    if not Path(path).is_file():
+        return [DEFAULT_THRESHOLD] * len(classes)
+    record = read_json(path)
+    values = record.get("thresholds") if isinstance(record, dict) else None
+    if record.get("classes") != classes or not isinstance(values, list) or len(values) != len(classes):
+        raise ImgclsError(f"{path}: its classes or thresholds do not match the run's {len(classes)} classes")
+    if not all(isinstance(v, (int, float)) and 0 <= v <= 1 for v in values):
+        raise ImgclsError(f"{path}: thresholds must be numbers between 0 and 1")
+    return [float(v) for v in values]
 
 
 def open_run(run_dir: str | Path, *, checkpoint: str = "best") -> RunPaths:
@@ -180,6 +208,7 @@ RUN_FILES = (
     "summary.json",
     "bad_files.txt",
     "inference.json",
+    "thresholds.json",
 )
 RUN_DIRS = ("checkpoints", "eval", "export", "explain")
 LOCK_NAME = ".lock"
@@ -223,6 +252,7 @@ class RunLock:
     def __init__(self, root: Path):
         self.root = Path(root)
         self.fh = None
+        self.created = False
 
     def __enter__(self) -> RunLock:
         try:
@@ -231,6 +261,7 @@ class RunLock:
             return self
         if self.root.exists() and not self.root.is_dir():
             raise ImgclsError(f"{self.root} is a file, not a folder; choose another --out")
+        self.created = not self.root.exists()
         self.root.mkdir(parents=True, exist_ok=True)
         self.fh = open(self.root / LOCK_NAME, "a+")
         try:
@@ -254,6 +285,11 @@ class RunLock:
         if self.fh is not None:
             import fcntl
 
+            # A command that wrote no run here (refused, failed early) leaves the folder as it found it.
+            if folder_state(self.root) != "run":
+                (self.root / LOCK_NAME).unlink(missing_ok=True)
+                if self.created and not any(self.root.iterdir()):
+                    self.root.rmdir()
             fcntl.flock(self.fh, fcntl.LOCK_UN)
             self.fh.close()
             self.fh = None

@@ -23,9 +23,14 @@ class ImageDataModule(L.LightningDataModule):
         seed: int,
         balanced: bool = False,
         start_epoch: int = 0,
+        num_classes: int | None = None,
+        eval_crop: bool = True,
     ):
-        """``start_epoch``: the first epoch this fit runs (a resumed run's next one)."""
+        """``start_epoch``: the first epoch this fit runs (a resumed run's next one); ``num_classes``:
+        multi-label targets are multi-hot vectors this long; ``eval_crop``: validation centre-crops."""
         super().__init__()
+        self.num_classes = num_classes
+        self.eval_crop = eval_crop
         self.balanced = balanced
         self.start_epoch = start_epoch
         self.splits = splits
@@ -40,7 +45,9 @@ class ImageDataModule(L.LightningDataModule):
         return {"rank": t.global_rank, "world": t.world_size} if t is not None else {}
 
     def train_dataloader(self) -> DataLoader:
-        ds = ImageDataset(self.splits.train, build_train_transform(self.image_size, self.augment))
+        ds = ImageDataset(
+            self.splits.train, build_train_transform(self.image_size, self.augment), num_classes=self.num_classes
+        )
         labels = [s.label for s in self.splits.train] if self.balanced else None
         return make_loader(
             ds,
@@ -54,5 +61,6 @@ class ImageDataModule(L.LightningDataModule):
         )
 
     def val_dataloader(self) -> DataLoader:
-        ds = ImageDataset(self.splits.val, build_eval_transform(self.image_size))
+        transform = build_eval_transform(self.image_size, crop=self.eval_crop)
+        ds = ImageDataset(self.splits.val, transform, num_classes=self.num_classes)
         return make_loader(ds, batch_size=self.batch_size, workers=self.workers, shuffle=False, **self._shard())

@@ -16,8 +16,11 @@ log = logging.getLogger(__name__)
 
 
 def target(label, num_classes: int | None):
-    """A class index as it is; a multi-label tuple of indices as a multi-hot float vector."""
+    """A class index as it is; a multi-label tuple of indices as a multi-hot float vector (-1 where the
+    caller has no use for targets and gave no ``num_classes``: prediction, feature extraction)."""
     if isinstance(label, tuple):
+        if not num_classes:
+            return -1
         hot = torch.zeros(num_classes)
         hot[list(label)] = 1.0
         return hot

@@ -59,13 +59,12 @@ def decode_to(path: str, size: tuple[int, int]) -> np.ndarray:
 class ImageStore:
     pixels: np.ndarray  # flat uint8, memory-mapped
     index: np.ndarray  # (N, 3) int64: offset, height, width; height 0 = the image failed to decode
-    labels: np.ndarray  # (N,)
     path: Path
     seconds: float  # time filling it took (also when read back: the work was needed once)
     hit: bool = False
 
     def __len__(self) -> int:
-        return len(self.labels)
+        return len(self.index)
 
     def image(self, i: int) -> np.ndarray:
         offset, h, w = (int(v) for v in self.index[i])
@@ -106,7 +105,7 @@ def _as_is(item):
 
 def get_store(samples: list[Sample], *, short: int, workers: int | None = None, progress: bool = True) -> ImageStore:
     """The store for ``samples`` at short side ``short``, filled (on all cores) on a miss."""
-    entry = CacheEntry("decoded", format=FORMAT, short=short, files=file_fingerprint(samples))
+    entry = CacheEntry("decoded", format=FORMAT, short=short, files=file_fingerprint(samples, labels=False))
     found = entry.load()
     if found is not None:
         return _loaded(entry, *found, hit=True)
@@ -149,7 +148,6 @@ def get_store(samples: list[Sample], *, short: int, workers: int | None = None, 
             if bar is not None:
                 bar.update(1)
         entry.put("index.npy", index)
-        entry.put("labels.npy", np.array([s.label for s in samples], dtype=np.int64))
         seconds = time.perf_counter() - t0
         entry.commit(
             {
@@ -174,7 +172,6 @@ def _loaded(entry: CacheEntry, meta: dict, arrays: dict, hit: bool) -> ImageStor
     return ImageStore(
         arrays["pixels"],
         np.asarray(arrays["index"]),
-        np.asarray(arrays["labels"]),
         entry.folder,
         float(meta.get("seconds", 0.0)),
         hit,

@@ -3,22 +3,37 @@
 from __future__ import annotations
 
 import logging
-import random
 import re
 from collections import defaultdict
-from dataclasses import dataclass, field
 from pathlib import Path
 
+from imgcls.data.csv_layout import CsvOptions, discover_csv, label_csv
+from imgcls.data.samples import (
+    IMAGE_EXTENSIONS,
+    SPLIT_ALIASES,
+    UNLABELED,
+    DatasetSplits,
+    Sample,
+    canonical_split,
+    carve_validation,
+    is_image,
+)
 from imgcls.errors import ImgclsError
+
+__all__ = [
+    "IMAGE_EXTENSIONS",
+    "SPLIT_ALIASES",
+    "UNLABELED",
+    "DatasetSplits",
+    "Sample",
+    "canonical_split",
+    "carve_validation",
+    "discover",
+    "is_image",
+]
 
 log = logging.getLogger(__name__)
 
-IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
-SPLIT_ALIASES = {
-    "train": ("training", "train"),
-    "val": ("validation", "val", "valid"),
-    "test": ("evaluation", "test"),
-}
 FOOD11_CLASSES = [
     "Bread",
     "Dairy product",
@@ -32,41 +47,12 @@ FOOD11_CLASSES = [
     "Soup",
     "Vegetable/Fruit",
 ]
-UNLABELED = -1
 _FLAT_NAME = re.compile(r"^(\d+)_[^/]*$")
-
-
-@dataclass(frozen=True)
-class Sample:
-    path: str
-    label: int | tuple[int, ...]  # a class index (UNLABELED for files without a label); multi-label: indices
-
-
-@dataclass
-class DatasetSplits:
-    root: str
-    layout: str  # "imagefolder", "flat", "imagefolder+val-split", ... or "saved" (a run's splits.csv)
-    classes: list[str]
-    train: list[Sample]
-    val: list[Sample]
-    test: list[Sample] = field(default_factory=list)
-    test_labeled: bool = False
-    task: str = "single"  # or "multilabel": each label is a tuple of class indices
-
-    def split(self, name: str) -> list[Sample]:
-        key = canonical_split(name)
-        return {"train": self.train, "val": self.val, "test": self.test}[key]
-
-
-def canonical_split(name: str) -> str:
-    for key, aliases in SPLIT_ALIASES.items():
-        if name == key or name in aliases:
-            return key
-    raise ImgclsError(f"unknown split {name!r}; use one of training, validation, evaluation")
-
-
-def is_image(path: Path) -> bool:
-    return path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS and not path.name.startswith(".")
+# train_images/, test-jpg/, images/ ...: folders of a CSV-labelled set, never class names on their own.
+_SPLIT_LIKE = re.compile(
+    r"^(train|training|test|testing|val|valid|validation|eval|evaluation)?[-_ ]?(images?|imgs?|jpe?g|png|tiff?|data|photos?)?$",
+    re.I,
+)
 
 
 def list_images(folder: Path) -> list[Path]:
@@ -163,34 +149,24 @@ def _samples(data: dict, index_of) -> list[Sample]:
     return [Sample(str(p), index_of(k)) for k, paths in sorted(data.items(), key=lambda kv: str(kv[0])) for p in paths]
 
 
-def carve_validation(train: list[Sample], val_split: float, seed: int, where: Path) -> tuple[list, list]:
-    """A stratified, seeded hold-out: every class keeps at least one training image and gets a
-    validation one when it has two or more."""
-    rng = random.Random(seed)
-    by_label: dict[int, list[Sample]] = defaultdict(list)
-    for s in train:
-        by_label[s.label].append(s)
-    keep: list[Sample] = []
-    val: list[Sample] = []
-    for label in sorted(by_label):
-        items = sorted(by_label[label], key=lambda s: s.path)
-        rng.shuffle(items)
-        n_val = min(len(items) - 1, max(1, round(len(items) * val_split))) if len(items) > 1 else 0
-        val += sorted(items[:n_val], key=lambda s: s.path)
-        keep += sorted(items[n_val:], key=lambda s: s.path)
-    if not val:
-        raise ImgclsError(f"{where}: too few images to hold out a validation split")
-    return keep, val
-
-
 def discover(
-    root: str | Path, *, val_split: float | None = None, seed: int = 0, for_eval: bool = False
+    root: str | Path,
+    *,
+    val_split: float | None = None,
+    seed: int = 0,
+    for_eval: bool = False,
+    csv: CsvOptions | None = None,
 ) -> DatasetSplits:
     """``for_eval``: the data is only read, not trained on: a missing validation split is no error, and
-    a single folder of class folders is all one split to evaluate (``test``)."""
+    a single folder of class folders is all one split to evaluate (``test``). ``csv``: how to read a
+    label CSV (data/csv_layout.py); a folder with one is always read through it."""
     root = Path(root)
     if not root.is_dir():
         raise ImgclsError(f"data folder not found: {root}")
+    opts = csv or CsvOptions()
+    table = label_csv(root, opts)
+    if table is not None:
+        return discover_csv(root, table, opts, val_split=val_split, seed=seed, for_eval=for_eval)
     if (root / "meta" / "train.txt").is_file() and (root / "images").is_dir():
         return _discover_food101(root, val_split if val_split or not for_eval else 0.0, seed)
     splits = _find_split_dirs(root)
@@ -200,7 +176,14 @@ def discover(
         elif for_eval and val_split is None:
             val_split = 0.0
         return _discover_splits(root, splits, val_split, seed)
-    if _class_dirs(root):
+    folders = _class_dirs(root)
+    if folders and all(_SPLIT_LIKE.match(d.name) for d in folders):
+        raise ImgclsError(
+            f"{root}: its folders ({', '.join(d.name for d in folders)}) are named like splits, not classes; "
+            "a CSV-labelled set needs its label file (train.csv, labels.csv or --labels FILE), folders of "
+            "classes go in training/ + validation/ (or train/ + test/)"
+        )
+    if folders:
         return labelled_folder(root) if for_eval and val_split is None else _discover_single_root(root, val_split, seed)
     if list_images(root):
         raise ImgclsError(

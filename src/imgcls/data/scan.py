@@ -97,8 +97,9 @@ def scan_splits(splits: DatasetSplits, *, strict: bool = False) -> tuple[Dataset
     """Splits without the bad files (and the bad files), or ImgclsError in strict mode."""
     every = splits.train + splits.val + splits.test
     bad = scan_samples(every, root=splits.root)
+    listed = [BadFile(name, reason) for name, reason in splits.missing]  # --skip-missing: rows without a file
     if not bad:
-        return splits, []
+        return splits, listed
     listing = "\n".join(f"  {b.path}: {b.reason}" for b in bad[:20]) + (
         f"\n  ... ({len(bad)} in all)" if len(bad) > 20 else ""
     )
@@ -115,7 +116,7 @@ def scan_splits(splits: DatasetSplits, *, strict: bool = False) -> tuple[Dataset
             f"no readable images left in {'training' if not cleaned.train else 'validation'} "
             f"after skipping {len(bad)} bad files:\n{listing}"
         )
-    return cleaned, bad
+    return cleaned, bad + listed
 
 
 def write_bad_files(path: Path, bad: list[BadFile]) -> None:

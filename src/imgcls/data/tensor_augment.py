@@ -151,10 +151,17 @@ def train_batch(canvas, sizes, size: int, g: torch.Generator, *, degrees: float 
     return normalize(color_jitter(x, g) if jitter else x)
 
 
-def eval_batch(canvas, sizes, size: int) -> torch.Tensor:
-    """Resize(short side to the evaluation resize) + CenterCrop(size) for a batch, normalised."""
+def eval_batch(canvas, sizes, size: int, crop: bool = True) -> torch.Tensor:
+    """Resize(short side to the evaluation resize) + CenterCrop(size) for a batch, normalised; without
+    ``crop``, the whole image resized to size x size (the multi-label evaluation transform)."""
     sizes = torch.as_tensor(sizes).cpu().double()
     h, w = sizes[:, 0], sizes[:, 1]
+    if not crop:
+        zeros = torch.zeros(len(sizes), dtype=torch.float64)
+        crops = torch.stack([zeros, zeros, h, w], dim=1)
+        flips = torch.zeros(len(sizes), dtype=torch.bool)
+        theta = warp_theta(sizes, crops, zeros, flips, size, tuple(canvas.shape[-2:]))
+        return normalize(_warp(canvas, theta, size))
     scale = eval_resize(size) / torch.minimum(h, w)
     rh, rw = (h * scale).round(), (w * scale).round()
     # CenterCrop's integer offsets in the resized image, mapped back into the stored image.

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, default_collate
 
 from imgcls.data import tensor_augment
 from imgcls.data.datamodule import ImageDataModule
+from imgcls.data.dataset import target
 from imgcls.data.image_store import ImageStore, get_store, pad_batch
 from imgcls.data.layouts import DatasetSplits
 from imgcls.data.loader import make_loader
@@ -33,25 +34,27 @@ def check_augment(augment: str) -> None:
 
 
 class StoreDataset(Dataset):
-    """(HWC uint8 pixels, label) for the images of ``store`` that decoded."""
+    """(HWC uint8 pixels, target) for the images of ``store`` that decoded; ``samples`` are the store's
+    (same order), their labels the targets (class indices, or multi-hot vectors of ``num_classes``)."""
 
-    def __init__(self, store: ImageStore):
+    def __init__(self, store: ImageStore, samples: list, num_classes: int | None = None):
         self.store = store
         self.indices = store.good
-        self.labels = [int(store.labels[i]) for i in self.indices]
+        self.labels = [samples[i].label for i in self.indices]
+        self.num_classes = num_classes
 
     def __len__(self) -> int:
         return len(self.indices)
 
     def __getitem__(self, k: int):
-        return self.store.image(int(self.indices[k])), self.labels[k]
+        return self.store.image(int(self.indices[k])), target(self.labels[k], self.num_classes)
 
 
 def collate_canvas(items: list) -> tuple[torch.Tensor, np.ndarray, torch.Tensor]:
-    """(uint8 canvas, sizes, labels); the sizes stay a NumPy array so Lightning leaves them on the host
+    """(uint8 canvas, sizes, targets); the sizes stay a NumPy array so Lightning leaves them on the host
     (the warp parameters are drawn there: no device-to-host sync per batch)."""
     canvas, sizes = pad_batch([np.asarray(im) for im, _ in items])
-    return canvas, sizes.numpy(), torch.tensor([label for _, label in items])
+    return canvas, sizes.numpy(), default_collate([y for _, y in items])
 
 
 class TensorDataModule(ImageDataModule):
@@ -83,7 +86,7 @@ class TensorDataModule(ImageDataModule):
         self.train_store, self.val_store = self._stores()
 
     def _loader(self, store: ImageStore, train: bool) -> DataLoader:
-        ds = StoreDataset(store)
+        ds = StoreDataset(store, self.splits.train if train else self.splits.val, self.num_classes)
         return make_loader(
             ds,
             batch_size=self.batch_size,
@@ -114,7 +117,7 @@ class TensorDataModule(ImageDataModule):
         if training and self.augment == "reference":
             x = tensor_augment.train_batch(canvas, sizes, self.image_size, self.generator)
         else:
-            x = tensor_augment.eval_batch(canvas, sizes, self.image_size)
+            x = tensor_augment.eval_batch(canvas, sizes, self.image_size, crop=self.eval_crop)
         return x, y
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int):

@@ -20,7 +20,11 @@ def _to_normalized_tensor() -> list:
     return [T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
 
 
-def build_eval_transform(size: int) -> T.Compose:
+def build_eval_transform(size: int, crop: bool = True) -> T.Compose:
+    """Resize(256)+CenterCrop(224) at 224 px; without ``crop`` the whole image is resized to size x size
+    (multi-label: a label in a corner must not be cropped away)."""
+    if not crop:
+        return T.Compose([T.Resize((size, size)), *_to_normalized_tensor()])
     return T.Compose([T.Resize(eval_resize(size)), T.CenterCrop(size), *_to_normalized_tensor()])
 
 

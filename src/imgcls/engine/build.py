@@ -15,16 +15,22 @@ def build_module(plan: RunPlan) -> ClassifierModule:
     cfg = plan.cfg
     model = plan.model.build(cfg.num_classes, pretrained=cfg.pretrained, image_size=cfg.image_size)
     prefix, suffix = split(model, plan.keep) if plan.partial else (None, None)
-    class_weights = None
+    class_weights = pos_weight = None
+    labels = [s.label for s in plan.splits.train]
     if cfg.class_weights == "balanced":
         from imgcls.engine.recipe import balanced_class_weights
 
-        class_weights = balanced_class_weights([s.label for s in plan.splits.train], cfg.num_classes)
+        class_weights = balanced_class_weights(labels, cfg.num_classes)
+    if cfg.pos_weight == "balanced":
+        from imgcls.engine.recipe import balanced_pos_weight
+
+        pos_weight = balanced_pos_weight(labels, cfg.num_classes)
     return ClassifierModule(
         model,
         num_classes=cfg.num_classes,
         recipe=cfg,
         class_weights=class_weights,
+        pos_weight=pos_weight,
         suffix=suffix,
         prefix=prefix,
         cached=bool(cfg.feature_cache),
@@ -52,6 +58,8 @@ def image_datamodule(plan: RunPlan, progress: bool = True):
         seed=cfg.seed,
         balanced=cfg.sampler == "balanced",
         start_epoch=plan.start_epoch,
+        num_classes=cfg.num_classes,
+        eval_crop=cfg.eval_crop,
     )
     if cfg.data_pipeline == "tensor":
         from imgcls.data.tensor_pipeline import TensorDataModule
@@ -67,7 +75,7 @@ def feature_datamodule(plan: RunPlan, module: ClassifierModule):
     from imgcls.engine.features import FeatureDataModule
 
     cfg = plan.cfg
-    eval_tf = build_eval_transform(cfg.image_size)
+    eval_tf = build_eval_transform(cfg.image_size, crop=cfg.eval_crop)
     train_tf = eval_tf if cfg.augment == "none" else build_train_transform(cfg.image_size, cfg.augment)
     return FeatureDataModule(
         module.frozen_part,
@@ -82,4 +90,5 @@ def feature_datamodule(plan: RunPlan, module: ClassifierModule):
         workers=cfg.workers,
         balanced=cfg.sampler == "balanced",
         start_epoch=plan.start_epoch,
+        num_classes=cfg.num_classes if plan.task == "multilabel" else None,
     )

@@ -13,14 +13,23 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from imgcls.errors import ImgclsError
-from imgcls.rundir import RunPaths, atomic_write, read_metrics, write_json, write_metrics
+from imgcls.rundir import RunPaths, atomic_write, metrics_columns, read_metrics, write_json, write_metrics
 
 
 def summarize(rows: list[dict[str, Any]], static: dict[str, Any]) -> dict[str, Any]:
-    """summary.json from the per-epoch rows: every number in it can be traced back to metrics.csv."""
+    """summary.json from the per-epoch rows: every number in it can be traced back to metrics.csv.
+
+    The best epoch is the one with the highest validation accuracy (multi-label: mAP), as best.ckpt."""
     summary = dict(static)
-    if rows:
+    if rows and static.get("task") == "multilabel":
+        best = max(rows, key=lambda r: (r["val_mAP"], -r["epoch"]))
+        summary.update(metric="val_mAP", best_val_mAP=best["val_mAP"], best_val_f1=best.get("val_f1"))
+        summary.update(final_val_mAP=rows[-1]["val_mAP"])
+    elif rows:
         best = max(rows, key=lambda r: (r["val_acc"], -r["epoch"]))
+        summary.update(metric="val_acc", best_val_acc=best["val_acc"], best_val_acc5=best.get("val_acc5"))
+        summary.update(final_val_acc=rows[-1]["val_acc"])
+    if rows:
         # Training time includes computing cached features and decoding the image store, when that was needed.
         seconds = (
             sum(r["epoch_seconds"] for r in rows)
@@ -28,10 +37,7 @@ def summarize(rows: list[dict[str, Any]], static: dict[str, Any]) -> dict[str, A
             + summary.get("image_store_seconds", 0.0)
         )
         summary.update(
-            best_val_acc=best["val_acc"],
-            best_val_acc5=best.get("val_acc5"),
             best_epoch=best["epoch"],
-            final_val_acc=rows[-1]["val_acc"],
             final_val_loss=rows[-1]["val_loss"],
             epochs_completed=rows[-1]["epoch"],
             train_seconds=round(seconds, 3),
@@ -78,7 +84,7 @@ class RunFilesCallback(Callback):
         # Runs after a checkpoint is restored. On resume, current_epoch is the first epoch still to run; rows from an unfinished epoch go.
         self.rows = [r for r in read_metrics(self.paths.metrics) if r["epoch"] <= trainer.current_epoch]
         if trainer.is_global_zero:
-            write_metrics(self.paths.metrics, self.rows)
+            write_metrics(self.paths.metrics, self.rows, metrics_columns(self.static.get("task", "single")))
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._t0 = time.perf_counter()
@@ -96,22 +102,23 @@ class RunFilesCallback(Callback):
                 f"non-finite validation loss at epoch {trainer.current_epoch + 1}; the checkpoints keep "
                 "the last finite model (try a lower --lr)"
             )
+        train_name, main, second = pl_module.metric_names
         row = {
             "epoch": trainer.current_epoch + 1,
             **pl_module.epoch_train_metrics(),
             "val_loss": value("val_loss"),
-            "val_acc": value("val_acc"),
-            "val_acc5": value("val_acc5"),
+            main: value(main),
+            second: value(second),
             "lr": self._lr,
             "epoch_seconds": time.perf_counter() - self._t0,
         }
         self.rows = [r for r in self.rows if r["epoch"] < row["epoch"]] + [row]
         if trainer.is_global_zero:
-            write_metrics(self.paths.metrics, self.rows)
+            write_metrics(self.paths.metrics, self.rows, metrics_columns(self.static.get("task", "single")))
             write_json(self.paths.summary, summarize(self.rows, {**self.static, "complete": False}))
             pl_module.print(
                 f"epoch {row['epoch']}/{trainer.max_epochs}  train_loss {row['train_loss']:.4f}  "
-                f"train_acc {row['train_acc']:.4f}  val_loss {row['val_loss']:.4f}  val_acc {row['val_acc']:.4f}  "
+                f"{train_name} {row[train_name]:.4f}  val_loss {row['val_loss']:.4f}  {main} {row[main]:.4f}  "
                 f"lr {row['lr']:.2g}  {row['epoch_seconds']:.1f}s"
             )
             if self.on_epoch is not None:

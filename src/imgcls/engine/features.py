@@ -165,7 +165,9 @@ class FeatureDataset(Dataset):
     def __getitem__(self, i: int):
         # Training: a random view, drawn from the generator the loader seeded for this item (epoch, position).
         view = int(np.random.randint(self.views)) if self.random_view and self.views > 1 else 0
-        return torch.from_numpy(np.array(self.cached.features[i, view], dtype=np.float32)), int(self.cached.labels[i])
+        x = torch.from_numpy(np.array(self.cached.features[i, view], dtype=np.float32))
+        label = self.cached.labels[i]
+        return x, (torch.from_numpy(label.astype(np.float32)) if label.ndim else int(label))
 
 
 class FeatureDataModule(L.LightningDataModule):
@@ -186,9 +188,12 @@ class FeatureDataModule(L.LightningDataModule):
         workers,
         balanced=False,
         start_epoch=0,
+        num_classes=None,
     ):
+        """``num_classes``: multi-label targets, stored as multi-hot rows this long."""
         super().__init__()
         self.start_epoch = start_epoch
+        self.num_classes = num_classes
         self.backbone, self.splits = backbone, splits
         self.train_transform, self.eval_transform = train_transform, eval_transform
         self.views, self.batch_size, self.seed = views, batch_size, seed
@@ -199,11 +204,31 @@ class FeatureDataModule(L.LightningDataModule):
         self.engine = None
         self.loaded: tuple[CachedFeatures, CachedFeatures] | None = None
 
+    def _targets(self, samples) -> np.ndarray | None:
+        if self.num_classes is None:
+            return None  # class indices
+        hot = np.zeros((len(samples), self.num_classes), dtype=np.uint8)
+        for row, s in enumerate(samples):
+            hot[row, list(s.label)] = 1
+        return hot
+
     def _load(self) -> tuple[CachedFeatures, CachedFeatures]:
         train = get_features(
-            self.backbone, self.splits.train, transform=self.train_transform, views=self.views, **self.common
+            self.backbone,
+            self.splits.train,
+            transform=self.train_transform,
+            views=self.views,
+            labels=self._targets(self.splits.train),
+            **self.common,
         )
-        val = get_features(self.backbone, self.splits.val, transform=self.eval_transform, views=1, **self.common)
+        val = get_features(
+            self.backbone,
+            self.splits.val,
+            transform=self.eval_transform,
+            views=1,
+            labels=self._targets(self.splits.val),
+            **self.common,
+        )
         return train, val
 
     def prepare_data(self) -> None:

@@ -53,6 +53,7 @@ class ClassifierModule(L.LightningModule):
         num_classes: int,
         recipe,
         class_weights: torch.Tensor | None = None,
+        pos_weight: torch.Tensor | None = None,
         suffix: nn.Module | None = None,
         prefix: nn.Module | None = None,
         cached: bool = False,
@@ -72,13 +73,27 @@ class ClassifierModule(L.LightningModule):
         self.views = _Views(suffix, prefix)  # not registered: the weights are saved once, under model.*
         self.prefix = FrozenPrefix(prefix, recipe.image_size) if prefix is not None and not cached else None
         self.recipe = recipe
-        self.train_loss_fn = TrainLoss(recipe, num_classes, class_weights)
-        self.loss_fn = nn.CrossEntropyLoss()  # validation: plain cross-entropy, comparable across recipes
+        self.multilabel = getattr(recipe, "task", "single") == "multilabel"
+        self.train_loss_fn = TrainLoss(recipe, num_classes, class_weights, pos_weight=pos_weight)
         self.train_loss = MeanMetric()
-        self.train_acc = MulticlassAccuracy(num_classes, average="micro")
         self.val_loss = MeanMetric()  # weighted by batch size and synced as sums: exact across processes
-        self.val_acc = MulticlassAccuracy(num_classes, average="micro")
-        self.val_acc5 = MulticlassAccuracy(num_classes, top_k=5, average="micro") if num_classes >= 6 else None
+        # Validation loss without the recipe's knobs (plain cross-entropy / binary cross-entropy), so it
+        # compares across recipes. The epoch's metrics: accuracy (top-1, top-5), or for multi-label the
+        # macro mean average precision (what best.ckpt is chosen by) and macro-F1 at 0.5.
+        if self.multilabel:
+            from torchmetrics.classification import MultilabelAveragePrecision, MultilabelF1Score
+
+            self.loss_fn = nn.BCEWithLogitsLoss()
+            self.metric_names = ("train_f1", "val_mAP", "val_f1")
+            self.train_score = MultilabelF1Score(num_classes, average="micro")
+            self.val_score = MultilabelAveragePrecision(num_classes, average="macro")
+            self.val_score2 = MultilabelF1Score(num_classes, average="macro")
+        else:
+            self.loss_fn = nn.CrossEntropyLoss()
+            self.metric_names = ("train_acc", "val_acc", "val_acc5")
+            self.train_score = MulticlassAccuracy(num_classes, average="micro")
+            self.val_score = MulticlassAccuracy(num_classes, average="micro")
+            self.val_score2 = MulticlassAccuracy(num_classes, top_k=5, average="micro") if num_classes >= 6 else None
         self.frozen = list(frozen or [])
         if self.partial:
             self.model.requires_grad_(False)
@@ -144,13 +159,13 @@ class ClassifierModule(L.LightningModule):
                 "keep the last finite model (try a lower --lr)"
             )
         self.train_loss.update(loss.detach(), weight=len(y))
-        self.train_acc.update(logits.detach(), y)
+        self.train_score.update(logits.detach(), y.round().long() if self.multilabel else y)
         self.log("loss", loss.detach(), on_step=True, on_epoch=False, prog_bar=True, batch_size=len(y))
         return loss
 
     def on_train_epoch_end(self):
         self.train_loss.reset()
-        self.train_acc.reset()
+        self.train_score.reset()
 
     def validation_step(self, batch, batch_idx):
         if batch is None:
@@ -158,17 +173,19 @@ class ClassifierModule(L.LightningModule):
         x, y = batch
         logits = self(x)
         n = len(y)
-        self.val_loss.update(self.loss_fn(logits, y), weight=n)
+        self.val_loss.update(self.loss_fn(logits.float(), y.float() if self.multilabel else y), weight=n)
         self.log("val_loss", self.val_loss, on_epoch=True, prog_bar=True, batch_size=n)
-        self.val_acc.update(logits, y)
-        self.log("val_acc", self.val_acc, on_epoch=True, prog_bar=True, batch_size=n)
-        if self.val_acc5 is not None:
-            self.val_acc5.update(logits, y)
-            self.log("val_acc5", self.val_acc5, on_epoch=True, batch_size=n)
+        target = y.long()
+        _, main, second = self.metric_names
+        self.val_score.update(logits, target)
+        self.log(main, self.val_score, on_epoch=True, prog_bar=True, batch_size=n)
+        if self.val_score2 is not None:
+            self.val_score2.update(logits, target)
+            self.log(second, self.val_score2, on_epoch=True, batch_size=n)
 
     def epoch_train_metrics(self) -> dict[str, float]:
-        """Train loss/accuracy of the epoch so far (synced across processes by torchmetrics)."""
-        return {"train_loss": float(self.train_loss.compute()), "train_acc": float(self.train_acc.compute())}
+        """Train loss and accuracy (multi-label: micro-F1) of the epoch so far (synced across processes)."""
+        return {"train_loss": float(self.train_loss.compute()), self.metric_names[0]: float(self.train_score.compute())}
 
     def param_groups(self) -> list[dict]:
         """One group per block depth with ``--lr-decay`` < 1 (the head at ``lr``, the block before it at

@@ -37,6 +37,17 @@ class Predictor:
     model: nn.Module | None = None  # the PyTorch model, when the source has one
     paths: RunPaths | None = None
     info: dict = field(default_factory=dict)
+    task: str = "single"  # or "multilabel": sigmoid per label, predicted above its threshold
+    thresholds: list[float] | None = None  # multi-label, per class
+    eval_crop: bool = True  # Resize + CenterCrop; else the whole image resized (multi-label default)
+
+    @property
+    def multilabel(self) -> bool:
+        return self.task == "multilabel"
+
+    def activate(self, logits: torch.Tensor) -> torch.Tensor:
+        """Logits -> probabilities: softmax over classes, or a sigmoid per label (multi-label)."""
+        return logits.float().sigmoid() if self.multilabel else logits.float().softmax(dim=1)
 
     @property
     def engine(self) -> str:
@@ -48,12 +59,12 @@ class Predictor:
 
     @property
     def transform(self):
-        return build_eval_transform(self.image_size)
+        return build_eval_transform(self.image_size, crop=self.eval_crop)
 
     def probabilities(self, images: list[Image.Image]) -> torch.Tensor:
         x = torch.stack([self.transform(im) for im in images])
         with torch.no_grad():
-            return self.run(x).float().cpu().softmax(dim=1)
+            return self.activate(self.run(x).cpu())
 
     def topk(self, images: list[Image.Image], k: int = 5) -> list[list[dict]]:
         p, i = self.probabilities(images).topk(min(k, len(self.classes)), dim=1)
@@ -61,6 +72,22 @@ class Predictor:
             [{"class": self.classes[int(c)], "index": int(c), "probability": float(q)} for q, c in zip(pr, ir)]
             for pr, ir in zip(p, i)
         ]
+
+    def labels(self, images: list[Image.Image]) -> list[list[dict]]:
+        """Multi-label: every label with its probability, threshold and whether it is predicted, most
+        probable first."""
+        out = []
+        for probs in self.probabilities(images):
+            rows = [
+                {"class": c, "index": j, "probability": float(q), "threshold": t, "predicted": bool(q >= t)}
+                for j, (c, q, t) in enumerate(zip(self.classes, probs, self.thresholds or [0.5] * len(self.classes)))
+            ]
+            out.append(sorted(rows, key=lambda r: -r["probability"]))
+        return out
+
+    def decide(self, probs: torch.Tensor) -> torch.Tensor:
+        """Multi-label decisions (N, C) bool: each probability against its label's threshold."""
+        return probs >= torch.tensor(self.thresholds or [0.5] * len(self.classes))
 
 
 def predictor_for_module(
@@ -124,6 +151,16 @@ def read_sidecar(path: Path, weights: Path) -> dict:
             problems.append("'std' values must be positive")
         elif key == "mean" and not all(-10 < v < 10 for v in values):
             problems.append("'mean' values must be within (-10, 10)")
+    if info.get("task", "single") not in ("single", "multilabel"):
+        problems.append("'task' must be single or multilabel")
+    thresholds = info.get("thresholds")
+    if thresholds is not None and (
+        not isinstance(thresholds, list)
+        or not isinstance(classes, list)
+        or len(thresholds) != len(classes)
+        or not all(isinstance(t, (int, float)) and 0 <= t <= 1 for t in thresholds)
+    ):
+        problems.append("'thresholds' must be one number in [0, 1] per class")
     if problems:
         raise ImgclsError(f"{path}: {'; '.join(problems)}")
     return info
@@ -153,7 +190,17 @@ def onnx_predictor(path: Path, info: dict) -> Predictor:
     width = out_shape[-1] if out_shape else None
     if isinstance(width, int) and width != len(classes):
         raise ImgclsError(f"{path}: the model gives {width} scores, but its sidecar lists {len(classes)} classes")
-    return Predictor(runner, list(classes), size, info.get("model") or path.stem, info=info)
+    predictor = Predictor(runner, list(classes), size, info.get("model") or path.stem, info=info)
+    return _with_task(predictor, info)
+
+
+def _with_task(predictor: Predictor, info: dict) -> Predictor:
+    """Task, thresholds and evaluation crop from a sidecar (exports made before them: single-label, crop)."""
+    predictor.task = info.get("task", "single")
+    predictor.eval_crop = bool(info.get("eval_crop", True))
+    if predictor.multilabel:
+        predictor.thresholds = [float(t) for t in info.get("thresholds") or [0.5] * len(predictor.classes)]
+    return predictor
 
 
 def _from_export(path: Path, engine: str) -> Predictor:
@@ -180,6 +227,7 @@ def _from_export(path: Path, engine: str) -> Predictor:
             model.eval(), info["image_size"], classes=info["classes"], name=info["model"], engine=engine, file=str(path)
         )
         predictor.info = info
+        _with_task(predictor, info)
     run = path.parent.parent  # RUN/export/model.onnx: the run it came from, for its data and splits
     if (run / "config.yaml").is_file() and (run / "classes.json").is_file():
         predictor.paths = RunPaths(run)
@@ -226,6 +274,12 @@ def load_predictor(ref: str | Path, *, engine: str | None = None, checkpoint: st
         predictor = predictor_for_module(
             model, run.cfg.image_size, classes=run.classes, name=run.cfg.model, engine=engine, file=str(ckpt)
         )
+        predictor.task = run.cfg.task if run.cfg.task != "auto" else "single"
+        predictor.eval_crop = run.cfg.eval_crop is not False
+        if predictor.multilabel:
+            from imgcls.rundir import read_thresholds
+
+            predictor.thresholds = read_thresholds(paths.thresholds, run.classes)
     predictor.paths = paths
     predictor.info["summary"] = summary
     return predictor
@@ -243,7 +297,8 @@ def predict_samples(
     on_batch=None,
     tta: str | None = None,
 ) -> tuple[torch.Tensor, list[int]]:
-    """Outputs for the samples that decoded (softmax unless ``probabilities=False``), and their indices.
+    """Outputs for the samples that decoded (probabilities: softmax, or sigmoid per label for a
+    multi-label predictor; raw outputs with ``probabilities=False``), and their indices.
 
     Decoding runs in the project's DataLoader (``make_loader``); files that fail are skipped and logged.
     ``on_batch(outputs, indices)``: receive each batch instead of keeping them all (large activations).
@@ -254,7 +309,9 @@ def predict_samples(
     from imgcls.data.dataset import ImageDataset
     from imgcls.data.loader import default_workers, make_loader
 
-    dataset = ImageDataset(samples, transform or predictor.transform, with_index=True)
+    dataset = ImageDataset(
+        samples, transform or predictor.transform, with_index=True, num_classes=len(predictor.classes)
+    )
     workers = default_workers() if workers is None else workers
     loader = make_loader(
         dataset, batch_size=batch_size, workers=min(workers, max(0, len(samples) // batch_size)), shuffle=False
@@ -265,9 +322,9 @@ def predict_samples(
             continue
         x, _, idx = batch
         out = predictor.run(x).float().cpu()
-        out = out.softmax(dim=1) if probabilities else out
+        out = predictor.activate(out) if probabilities else out
         if tta == "flip" and probabilities:
-            out = (out + predictor.run(x.flip(3)).float().cpu().softmax(dim=1)) / 2
+            out = (out + predictor.activate(predictor.run(x.flip(3)).cpu())) / 2
         if on_batch is not None:
             on_batch(out, idx.tolist())
         else:

@@ -45,10 +45,15 @@ def build_schedule(optimizer, cfg, total_steps: int, steps_per_epoch: int) -> di
 
 class TrainLoss(nn.Module):
     """Cross-entropy with label smoothing and class weights; with mixup/cutmix, timm's Mixup turns each
-    batch into mixed images and soft targets (smoothing folded in) and the loss is soft-target CE."""
+    batch into mixed images and soft targets (smoothing folded in) and the loss is soft-target CE.
 
-    def __init__(self, cfg, num_classes: int, class_weights: torch.Tensor | None = None):
+    Multi-label (``cfg.task``): binary cross-entropy per label with optional ``pos_weight``; label
+    smoothing moves the 0/1 targets towards 1/2; mixup/cutmix mix the images with timm and the multi-hot
+    targets with the same weight (soft multi-hot targets)."""
+
+    def __init__(self, cfg, num_classes: int, class_weights: torch.Tensor | None = None, pos_weight=None):
         super().__init__()
+        self.multilabel = getattr(cfg, "task", "single") == "multilabel"
         self.mixup = None
         if cfg.mixup > 0 or cfg.cutmix > 0:
             from timm.data import Mixup
@@ -56,24 +61,42 @@ class TrainLoss(nn.Module):
             self.mixup = Mixup(
                 mixup_alpha=cfg.mixup,
                 cutmix_alpha=cfg.cutmix,
-                label_smoothing=cfg.label_smoothing,
+                label_smoothing=0.0 if self.multilabel else cfg.label_smoothing,
                 num_classes=num_classes,
             )
         self.register_buffer("weight", class_weights if class_weights is not None else torch.ones(num_classes))
+        self.register_buffer("pos_weight", pos_weight if pos_weight is not None else torch.ones(num_classes))
         self.smoothing = cfg.label_smoothing
 
     def mix(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(possibly mixed images, targets: class indices or soft distributions)."""
+        """(possibly mixed images, targets: class indices or soft distributions; multi-hot, maybe soft)."""
         if self.mixup is None or len(y) % 2:  # timm's Mixup pairs the batch; an odd one trains unmixed
             return x, y
+        if self.multilabel:
+            lam = self.mixup._mix_batch(x)  # mixes x in place with the reversed batch, as timm's __call__
+            return x, y.float() * lam + y.float().flip(0) * (1.0 - lam)
         return self.mixup(x, y)
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        if self.multilabel:
+            target = target.float()
+            if self.smoothing:
+                target = target * (1.0 - self.smoothing) + 0.5 * self.smoothing
+            return nn.functional.binary_cross_entropy_with_logits(logits.float(), target, pos_weight=self.pos_weight)
         if target.dim() == 2:  # soft targets from mixup/cutmix
             log_p = logits.float().log_softmax(dim=1)
             per_sample = -(target * log_p * self.weight).sum(dim=1)
             return per_sample.mean()
         return nn.functional.cross_entropy(logits.float(), target, weight=self.weight, label_smoothing=self.smoothing)
+
+
+def balanced_pos_weight(labels: list[tuple[int, ...]], num_classes: int) -> torch.Tensor:
+    """Per label: images without it / images with it (BCE's pos_weight), so a rare label's positives
+    count as much as its negatives."""
+    positives = torch.zeros(num_classes)
+    for label in labels:
+        positives[list(label)] += 1
+    return (len(labels) - positives) / positives.clamp(min=1)
 
 
 def balanced_class_weights(labels: list[int], num_classes: int) -> torch.Tensor:

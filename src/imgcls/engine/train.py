@@ -83,7 +83,8 @@ def fit(plan: RunPlan, *, progress: bool = True, on_epoch=None, extra_callbacks:
     for note in plan.notes:
         say(f"note: {note}")
     say(
-        f"training {cfg.model} on {len(plan.splits.train)} images ({len(plan.classes)} classes, "
+        f"training {cfg.model} ({'multi-label' if plan.task == 'multilabel' else 'single-label'}) on "
+        f"{len(plan.splits.train)} images ({len(plan.classes)} {'labels' if plan.task == 'multilabel' else 'classes'}, "
         f"{len(plan.splits.val)} for validation), {cfg.image_size}px, finetune={cfg.finetune}, "
         f"{static['trainable_params']:,}/{static['params']:,} trainable params -> {paths.root}"
     )
@@ -107,5 +108,10 @@ def fit(plan: RunPlan, *, progress: bool = True, on_epoch=None, extra_callbacks:
         raise KeyboardInterrupt
     if not read_metrics(paths.metrics):
         raise ImgclsError(f"training of {cfg.model} completed no epoch; {paths.root} holds no trained model")
+    if plan.task == "multilabel" and global_rank() == 0:
+        from imgcls.engine.thresholds import write_thresholds
+
+        record = write_thresholds(paths, workers=0)
+        say(f"per-label thresholds tuned on {record['images']} validation images -> {paths.thresholds}")
     log.info("fit took %.1fs", time.perf_counter() - t0)
     return paths

@@ -28,18 +28,45 @@ COLUMNS = [  # (key, header, format); {split} is the split the evaluation column
 ]
 
 
+# Multi-label comparisons rank by mean average precision; the macro-F1 is at the tuned thresholds.
+MULTILABEL_COLUMNS = [
+    ("best_val_mAP", "best val mAP (validation)", "{:.4f}")
+    if key == "best_val_acc"
+    else ("heldout_mAP", "mAP ({split})", "{:.4f}")
+    if key == "heldout_acc"
+    else ("f1_macro", "macro-F1 ({split})", "{:.4f}")
+    if key == "macro_f1"
+    else (key, header, fmt)
+    for key, header, fmt in COLUMNS
+]
+
+
+def columns(variants: list[Variant]) -> list[tuple[str, str, str]]:
+    return MULTILABEL_COLUMNS if any(v.multilabel for v in variants) else COLUMNS
+
+
 def table_row(v: Variant) -> dict:
     s = v.summary
+    if v.multilabel:
+        scores = {
+            "best_val_mAP": s["best_val_mAP"],
+            "heldout_mAP": v.eval["mAP"] if v.eval else None,
+            "f1_macro": v.eval["f1_macro"] if v.eval else None,
+        }
+    else:
+        scores = {
+            "best_val_acc": s["best_val_acc"],
+            "heldout_acc": v.eval["top1"] if v.eval else None,
+            "macro_f1": v.eval["macro_f1"] if v.eval else None,
+        }
     return {
         "variant": v.name,
         "model": v.model,
         "params": s["params"],
         "trainable_params": s["trainable_params"],
         "gflops": s["gflops"],
-        "best_val_acc": s["best_val_acc"],
+        **scores,
         "best_epoch": s["best_epoch"],
-        "heldout_acc": v.eval["top1"] if v.eval else None,
-        "macro_f1": v.eval["macro_f1"] if v.eval else None,
         "eval_split": v.eval_split,
         "train_seconds": s["train_seconds"],
         "feature_seconds": s.get("feature_cache_seconds", 0.0),
@@ -58,7 +85,11 @@ def conclusion(variants: list[Variant]) -> list[str]:
     """Sentences generated from the numbers alone. Flagged variants (loss barely moved, input far below
     the pretrained resolution) are named but not ranked."""
     split = _eval_split(variants)
-    metric = f"top-1 on {split}" if split else "best validation accuracy"
+    multi = any(v.multilabel for v in variants)
+    if split:
+        metric = f"{'mAP' if multi else 'top-1'} on {split}"
+    else:
+        metric = "best validation mAP" if multi else "best validation accuracy"
     trusted = [v for v in variants if not v.flags] or variants
     t = lambda v: v.summary["train_seconds"]  # noqa: E731
     best = max(trusted, key=lambda v: v.score)
@@ -110,6 +141,31 @@ def _img_tag(path: Path, alt: str) -> str:
     return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
 
 
+def _variant_html(v: Variant, conf: Path | None, pc: Path, root: Path) -> str:
+    """One variant's section: confusion matrix and per-class accuracy (multi-label: per-label AP figure
+    and table), its gallery, and where it looks."""
+    from imgcls.report.gallery import gallery_html, multilabel_gallery_html
+
+    name = v.name
+    if v.multilabel:
+        cells = ["class", "support", "ap", "precision", "recall", "f1", "threshold"]
+        body = "".join(
+            "<tr>"
+            + "".join(
+                f"<td>{html.escape(str(r[c]) if c in ('class', 'support') else f'{r[c]:.3f}')}</td>" for c in cells
+            )
+            + "</tr>"
+            for r in v.eval["per_label"]
+        )
+        table = f"<table><thead><tr>{''.join(f'<th>{c}</th>' for c in cells)}</tr></thead><tbody>{body}</tbody></table>"
+        pictures = f"<div class='grid'>{_img_tag(pc, 'per-label AP ' + name)}<div>{table}</div></div>"
+        gallery = multilabel_gallery_html(v.predictions) if v.predictions else ""
+    else:
+        pictures = f"<div class='grid'>{_img_tag(conf, 'confusion matrix ' + name)}{_img_tag(pc, 'per-class accuracy ' + name)}</div>"
+        gallery = gallery_html(v.predictions) if v.predictions else ""
+    return f"<h3>{html.escape(name)}</h3>{pictures}{gallery}{_explain_html(root / name)}"
+
+
 def _explain_html(run_dir: Path) -> str:
     pictures = sorted((run_dir / "explain").glob("*.png"))[:2]
     if not pictures:
@@ -157,7 +213,7 @@ def build_report(root: str | Path) -> Path:
     for v in variants:
         if v.eval:
             per_variant[v.name] = (
-                figures.confusion(v, files / f"confusion_{v.name}.png"),
+                None if v.multilabel else figures.confusion(v, files / f"confusion_{v.name}.png"),
                 figures.per_class(v, files / f"per_class_{v.name}.png"),
             )
     lines = conclusion(variants)
@@ -171,9 +227,10 @@ def build_report(root: str | Path) -> Path:
     # Markdown
     md = [f"# Model comparison: {root.name}", "", subtitle, "", "## Conclusion", ""]
     md += [f"- {line}" for line in lines]
-    headers = [h.format(split=_eval_split(variants) or "per variant") for _, h, _ in COLUMNS]
-    md += ["", "## Results", "", "| " + " | ".join(headers) + " |", "|" + "---|" * len(COLUMNS)]
-    md += ["| " + " | ".join(_fmt(f, r[k]) for k, _, f in COLUMNS) + " |" for r in rows]
+    cols = columns(variants)
+    headers = [h.format(split=_eval_split(variants) or "per variant") for _, h, _ in cols]
+    md += ["", "## Results", "", "| " + " | ".join(headers) + " |", "|" + "---|" * len(cols)]
+    md += ["| " + " | ".join(_fmt(f, r[k]) for k, _, f in cols) + " |" for r in rows]
     md += [
         "",
         "## Curves",
@@ -186,27 +243,20 @@ def build_report(root: str | Path) -> Path:
         "",
     ]
     for name, (conf, pc) in per_variant.items():
-        md += [f"### {name}", "", f"![confusion]({conf.relative_to(root)}) ![per-class]({pc.relative_to(root)})", ""]
+        shown = [f"![confusion]({conf.relative_to(root)})"] if conf else []
+        md += [f"### {name}", "", " ".join([*shown, f"![per-class]({pc.relative_to(root)})"]), ""]
     atomic_write_text(root / "report.md", "\n".join(md) + "\n")
 
     # HTML, self-contained
     head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
     body_rows = "".join(
         f'<tr class="{"best" if r["variant"] == best else ""}">'
-        + "".join(f"<td>{html.escape(_fmt(f, r[k]))}</td>" for k, _, f in COLUMNS)
+        + "".join(f"<td>{html.escape(_fmt(f, r[k]))}</td>" for k, _, f in cols)
         + "</tr>"
         for r in rows
     )
-    from imgcls.report.gallery import gallery_html
-
     by_name = {v.name: v for v in variants}
-    sections = "".join(
-        f"<h3>{html.escape(name)}</h3><div class='grid'>{_img_tag(conf, 'confusion matrix ' + name)}"
-        f"{_img_tag(pc, 'per-class accuracy ' + name)}</div>"
-        + (gallery_html(by_name[name].predictions) if by_name[name].predictions else "")
-        + _explain_html(root / name)
-        for name, (conf, pc) in per_variant.items()
-    )
+    sections = "".join(_variant_html(by_name[name], conf, pc, root) for name, (conf, pc) in per_variant.items())
     split = _eval_split(variants)
     split_note = (
         f"top-1, macro-F1, the per-class figures and the galleries are computed on the {split} split; "

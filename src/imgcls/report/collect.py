@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from imgcls.errors import ImgclsError
-from imgcls.report.gallery import read_predictions
+from imgcls.report.gallery import read_multilabel_predictions, read_predictions
 from imgcls.rundir import RunPaths, read_json, read_metrics
 
 
@@ -26,8 +26,19 @@ class Variant:
     predictions: list[dict] = field(default_factory=list)
 
     @property
+    def multilabel(self) -> bool:
+        return self.summary.get("task") == "multilabel"
+
+    @property
+    def metric(self) -> str:
+        """The validation metric of metrics.csv that ranks epochs: val_acc, or val_mAP (multi-label)."""
+        return self.summary.get("metric", "val_acc")
+
+    @property
     def heldout_acc(self) -> float | None:
-        return self.eval["top1"] if self.eval and self.eval_split == "evaluation" else None
+        """The held-out score: top-1, or mAP for a multi-label variant."""
+        key = "mAP" if self.multilabel else "top1"
+        return self.eval[key] if self.eval and self.eval_split == "evaluation" else None
 
     @property
     def flags(self) -> list[str]:
@@ -44,7 +55,7 @@ class Variant:
     @property
     def score(self) -> float:
         """The accuracy used to rank variants: held-out when there is one, else best validation."""
-        return self.heldout_acc if self.heldout_acc is not None else self.summary["best_val_acc"]
+        return self.heldout_acc if self.heldout_acc is not None else self.summary[f"best_{self.metric}"]
 
 
 def _read_confusion(path: Path) -> list[list[int]]:
@@ -81,9 +92,11 @@ def collect(root: str | Path) -> list[Variant]:
             folder = paths.eval_dir / split
             if (folder / "metrics.json").is_file():
                 v.eval_split, v.eval = split, read_json(folder / "metrics.json")
-                v.confusion = _read_confusion(folder / "confusion_matrix.csv")
+                if (folder / "confusion_matrix.csv").is_file():
+                    v.confusion = _read_confusion(folder / "confusion_matrix.csv")
                 if (folder / "predictions.csv").is_file():
-                    v.predictions = read_predictions(folder / "predictions.csv")
+                    reader = read_multilabel_predictions if v.multilabel else read_predictions
+                    v.predictions = reader(folder / "predictions.csv")
                 break
         if (run_dir / "inference.json").is_file():
             v.inference = read_json(run_dir / "inference.json")

@@ -28,9 +28,12 @@ def curves(variants: list[Variant], path: Path) -> Path:
     for row, v in enumerate(variants):
         epochs = [r["epoch"] for r in v.epochs]
         acc, loss = axes[row]
-        acc.plot(epochs, [r["train_acc"] for r in v.epochs], "o-", label="train", ms=3)
-        acc.plot(epochs, [r["val_acc"] for r in v.epochs], "o-", label="validation", ms=3)
-        acc.set_title(f"{v.name}: accuracy", fontsize=10)
+        train_key, name = (
+            ("train_f1", "mAP (validation), micro-F1 (train)") if v.multilabel else ("train_acc", "accuracy")
+        )
+        acc.plot(epochs, [r[train_key] for r in v.epochs], "o-", label="train", ms=3)
+        acc.plot(epochs, [r[v.metric] for r in v.epochs], "o-", label="validation", ms=3)
+        acc.set_title(f"{v.name}: {name}", fontsize=10)
         acc.set_ylim(0, 1)
         loss.plot(epochs, [r["train_loss"] for r in v.epochs], "o-", label="train", ms=3)
         loss.plot(epochs, [r["val_loss"] for r in v.epochs], "o-", label="validation", ms=3)
@@ -48,7 +51,7 @@ def val_overlay(variants: list[Variant], path: Path) -> Path:
     for i, v in enumerate(variants):
         ax.plot(
             [r["epoch"] for r in v.epochs],
-            [r["val_acc"] for r in v.epochs],
+            [r[v.metric] for r in v.epochs],
             "o-",
             ms=3,
             label=v.name,
@@ -56,8 +59,9 @@ def val_overlay(variants: list[Variant], path: Path) -> Path:
         )
     ax.set_xlabel("epoch")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_ylabel("validation accuracy")
-    ax.set_title("Validation accuracy, all variants", fontsize=10)
+    name = "mAP" if any(v.multilabel for v in variants) else "accuracy"
+    ax.set_ylabel(f"validation {name}")
+    ax.set_title(f"Validation {name}, all variants", fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     return _save(fig, path)
@@ -69,39 +73,45 @@ def tradeoff(variants: list[Variant], path: Path) -> Path:
         ax.scatter(v.summary["train_seconds"], v.score, s=60, color=COLOURS[i % len(COLOURS)], label=v.name)
     ax.set_xscale("log")
     ax.set_xlabel("training time (s, log scale)")
-    ax.set_ylabel("held-out accuracy" if all(v.heldout_acc is not None for v in variants) else "accuracy")
-    ax.set_title("Accuracy versus training time", fontsize=10)
+    name = "mAP" if any(v.multilabel for v in variants) else "accuracy"
+    ax.set_ylabel(f"held-out {name}" if all(v.heldout_acc is not None for v in variants) else name)
+    ax.set_title(f"{name[0].upper() + name[1:]} versus training time", fontsize=10)
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8)
     return _save(fig, path)
 
 
 def per_class(v: Variant, path: Path) -> Path:
-    """Per-class accuracy (recall) with the number of images of each class."""
-    rows = v.eval["per_class"]
+    """Per-class accuracy (recall) with the number of images of each class; per-label average precision
+    for a multi-label variant."""
+    rows, key, what = (
+        (v.eval["per_label"], "ap", "per-label AP")
+        if v.multilabel
+        else (v.eval["per_class"], "recall", "per-class accuracy")
+    )
     title = v.name
     if len(rows) > 50:  # bounded figure: the 25 worst and 25 best classes
-        ordered = sorted(rows, key=lambda r: r["recall"])
+        ordered = sorted(rows, key=lambda r: r[key])
         rows = ordered[:25] + ordered[-25:]
         title = f"{v.name}: 25 worst and 25 best of {len(ordered)} classes"
     fig, ax = plt.subplots(figsize=(7, 0.32 * len(rows) + 1.2))
     names = [r["class"] for r in rows]
-    recall = [r["recall"] for r in rows]
-    ax.barh(range(len(rows)), recall, color="#4c72b0")
+    values = [r[key] for r in rows]
+    ax.barh(range(len(rows)), values, color="#4c72b0")
     for i, r in enumerate(rows):
         ax.text(
-            min(r["recall"], 0.98),
+            min(r[key], 0.98),
             i,
-            f" {r['recall']:.2f} (n={r['support']})",
+            f" {r[key]:.2f} (n={r['support']})",
             va="center",
             fontsize=7,
-            ha="right" if r["recall"] > 0.5 else "left",
-            color="white" if r["recall"] > 0.5 else "black",
+            ha="right" if r[key] > 0.5 else "left",
+            color="white" if r[key] > 0.5 else "black",
         )
     ax.set_yticks(range(len(rows)), names, fontsize=8)
     ax.invert_yaxis()
     ax.set_xlim(0, 1)
-    ax.set_xlabel(f"per-class accuracy ({v.eval_split})")
+    ax.set_xlabel(f"{what} ({v.eval_split})")
     ax.set_title(title, fontsize=10)
     return _save(fig, path)
 

@@ -133,3 +133,70 @@ def read_predictions(path: Path) -> list[dict]:
         row["probability"] = float(row["probability"])
         row["true_probability"] = float(row["true_probability"])
     return rows
+
+
+# Multi-label predictions.csv: labels as space-separated names; probabilities in class order.
+MULTILABEL_COLUMNS = ["path", "true", "predicted", "missed", "wrong", "probabilities"]
+
+
+def read_multilabel_predictions(path: Path) -> list[dict]:
+    with open(path, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    for row in rows:
+        row["errors"] = len(row["missed"].split()) + len(row["wrong"].split())
+    return rows
+
+
+def label_errors(rows: list[dict], count: int = 16) -> list[dict]:
+    """The images with the most missed plus wrong labels."""
+    wrong = [r for r in rows if r["errors"]]
+    return sorted(wrong, key=lambda r: (-r["errors"], r["path"]))[:count]
+
+
+def _caption(r: dict) -> str:
+    return f"true: {r['true'] or '-'}\nmissed: {r['missed'] or '-'}\nwrong: {r['wrong'] or '-'}"
+
+
+def write_multilabel_gallery(folder: Path, rows: list[dict], *, count: int = 16, title: str = "") -> list[dict]:
+    """``errors.csv`` and ``errors.png``: the images with the most missed and wrong labels."""
+    errors = label_errors(rows, count)
+    write_csv(
+        folder / "errors.csv",
+        ["path", "true", "predicted", "missed", "wrong"],
+        [[r["path"], r["true"], r["predicted"], r["missed"], r["wrong"]] for r in errors],
+    )
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cols = 4
+    rows_n = max(1, -(-len(errors) // cols))
+    fig, axes = plt.subplots(rows_n, cols, figsize=(2.6 * cols, 2.9 * rows_n + 0.5), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, r in zip(axes.flat, errors):
+        image = thumbnail(r["path"], 160)
+        if image is not None:
+            ax.imshow(image)
+        ax.set_title(_caption(r)[:160], fontsize=6)
+    heading = f"{title}: the {len(errors)} images with the most label errors" if errors else f"{title}: no errors"
+    fig.suptitle(heading, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(folder / "errors.png", dpi=80)
+    plt.close(fig)
+    return errors
+
+
+def multilabel_gallery_html(rows: list[dict], *, count: int = 16) -> str:
+    """The report's section for a multi-label variant: the images with the most label errors."""
+    errors = label_errors(rows, count)
+    figures = "".join(
+        _figure(
+            r,
+            f"true <b>{html.escape(r['true'] or '-')}</b><br>missed <b>{html.escape(r['missed'] or '-')}</b>"
+            f"<br>wrong <b>{html.escape(r['wrong'] or '-')}</b>",
+        )
+        for r in errors
+    )
+    return f"<h4>Most label errors ({len(errors)})</h4><div class='gallery'>{figures or '<p>none</p>'}</div>"

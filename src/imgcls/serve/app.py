@@ -64,11 +64,18 @@ def create_app(
     limiter = anyio.CapacityLimiter(max_concurrency)
     max_k = len(predictor.classes)
 
-    def infer(blobs: list[tuple[bytes, str]], k: int) -> list[list[dict]]:
+    def infer(blobs: list[tuple[bytes, str]], k: int) -> list[dict]:
+        """Per image: ``top`` (the k most probable classes), or for a multi-label model ``labels`` (those
+        above their thresholds) and ``scores`` (every label: probability, threshold, predicted)."""
         images = [_decode(data, name, max_pixels) for data, name in blobs]
-        return predictor.topk(images, k)
+        if predictor.multilabel:
+            return [
+                {"labels": [r["class"] for r in rows if r["predicted"]], "scores": rows}
+                for rows in predictor.labels(images)
+            ]
+        return [{"top": top} for top in predictor.topk(images, k)]
 
-    async def run_infer(blobs: list[tuple[bytes, str]], k: int) -> list[list[dict]]:
+    async def run_infer(blobs: list[tuple[bytes, str]], k: int) -> list[dict]:
         return await anyio.to_thread.run_sync(infer, blobs, k, limiter=limiter)
 
     @app.middleware("http")
@@ -91,27 +98,32 @@ def create_app(
     @app.get("/model")
     def model() -> dict:
         summary = predictor.info.get("summary") or {}
+        metric = "val_mAP" if predictor.multilabel else "val_acc"
+        best = summary.get(f"best_{metric}", predictor.info.get(f"best_{metric}"))
         return {
             "name": predictor.name,
             "engine": predictor.engine,
+            "task": predictor.task,
             "classes": predictor.classes,
+            "thresholds": predictor.thresholds,
             "image_size": predictor.image_size,
             "best_val_acc": summary.get("best_val_acc", predictor.info.get("best_val_acc")),
+            "best_val_score": best,
             "max_upload_mb": max_upload_mb,
         }
 
     @app.post("/predict")
     async def predict(file: UploadFile = File(...), k: int = Query(5, ge=1, le=max_k)) -> dict:
-        top = await run_infer([(await _read_limited(file, limit), file.filename)], k)
-        return {"filename": file.filename, "top": top[0]}
+        answer = await run_infer([(await _read_limited(file, limit), file.filename)], k)
+        return {"filename": file.filename, **answer[0]}
 
     @app.post("/predict/batch")
     async def predict_batch(files: list[UploadFile] = File(...), k: int = Query(5, ge=1, le=max_k)) -> dict:
         if len(files) > MAX_BATCH_FILES:
             raise HTTPException(413, f"at most {MAX_BATCH_FILES} files per batch")
         blobs = [(await _read_limited(f, limit), f.filename) for f in files]
-        tops = await run_infer(blobs, k)
-        return {"results": [{"filename": f.filename, "top": top} for f, top in zip(files, tops)]}
+        answers = await run_infer(blobs, k)
+        return {"results": [{"filename": f.filename, **a} for f, a in zip(files, answers)]}
 
     app.add_middleware(UploadTimeout, seconds=upload_timeout)
     app.add_middleware(HostGuard, allowed=allowed_hosts)

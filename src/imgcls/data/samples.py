@@ -1,0 +1,114 @@
+"""What a dataset is once found: samples (a path and its label) in training, validation and held-out
+splits, and the seeded stratified hold-out that carves validation out of training."""
+
+from __future__ import annotations
+
+import random
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from imgcls.errors import ImgclsError
+
+IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+UNLABELED = -1
+SPLIT_ALIASES = {
+    "train": ("training", "train"),
+    "val": ("validation", "val", "valid"),
+    "test": ("evaluation", "test"),
+}
+
+
+@dataclass(frozen=True)
+class Sample:
+    path: str
+    label: int | tuple[int, ...]  # a class index (UNLABELED for files without a label); multi-label: indices
+
+
+@dataclass
+class DatasetSplits:
+    root: str
+    layout: str  # "imagefolder", "flat", "imagefolder+val-split", ... or "saved" (a run's splits.csv)
+    classes: list[str]
+    train: list[Sample]
+    val: list[Sample]
+    test: list[Sample] = field(default_factory=list)
+    test_labeled: bool = False
+    task: str = "single"  # or "multilabel": each label is a tuple of class indices
+    missing: list[tuple[str, str]] = field(default_factory=list)  # listed but skipped: (name, reason)
+
+    def split(self, name: str) -> list[Sample]:
+        key = canonical_split(name)
+        return {"train": self.train, "val": self.val, "test": self.test}[key]
+
+
+def canonical_split(name: str) -> str:
+    for key, aliases in SPLIT_ALIASES.items():
+        if name == key or name in aliases:
+            return key
+    raise ImgclsError(f"unknown split {name!r}; use one of training, validation, evaluation")
+
+
+def is_image(path: Path) -> bool:
+    return path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS and not path.name.startswith(".")
+
+
+def carve_validation(train: list[Sample], val_split: float, seed: int, where: Path) -> tuple[list, list]:
+    """A stratified, seeded hold-out: every class keeps at least one training image and gets a
+    validation one when it has two or more (multi-label samples: iterative stratification)."""
+    if not 0.0 < val_split < 1.0:
+        raise ImgclsError(f"--val-split must be between 0 and 1, got {val_split}")
+    if any(isinstance(s.label, tuple) for s in train):
+        return _carve_multilabel(train, val_split, seed, where)
+    rng = random.Random(seed)
+    by_label: dict[int, list[Sample]] = defaultdict(list)
+    for s in train:
+        by_label[s.label].append(s)
+    keep: list[Sample] = []
+    val: list[Sample] = []
+    for label in sorted(by_label):
+        items = sorted(by_label[label], key=lambda s: s.path)
+        rng.shuffle(items)
+        n_val = min(len(items) - 1, max(1, round(len(items) * val_split))) if len(items) > 1 else 0
+        val += sorted(items[:n_val], key=lambda s: s.path)
+        keep += sorted(items[n_val:], key=lambda s: s.path)
+    if not val:
+        raise ImgclsError(f"{where}: too few images to hold out a validation split")
+    return keep, val
+
+
+def _carve_multilabel(train: list[Sample], val_split: float, seed: int, where: Path) -> tuple[list, list]:
+    """Iterative stratification (Sechidis, Tsoumakas and Vlahavas, 2011): the rarest label first, each of
+    its images goes to the side that still wants most of that label, so rare labels land on both sides
+    in proportion. Seeded; images without labels are split by the fraction alone."""
+    rng = random.Random(seed)
+    items = sorted(train, key=lambda s: s.path)
+    rng.shuffle(items)
+    fractions = {"val": val_split, "train": 1.0 - val_split}
+    by_label: dict[int, list[int]] = defaultdict(list)
+    for k, s in enumerate(items):
+        for label in s.label:
+            by_label[label].append(k)
+    wanted = {side: {lab: len(ks) * f for lab, ks in by_label.items()} for side, f in fractions.items()}
+    room = {side: len(items) * f for side, f in fractions.items()}
+    side_of: dict[int, str] = {}
+    remaining = {lab: set(ks) for lab, ks in by_label.items()}
+    while any(remaining.values()):
+        label = min((lab for lab, ks in remaining.items() if ks), key=lambda lab: (len(remaining[lab]), lab))
+        for k in sorted(remaining[label]):
+            side = max(fractions, key=lambda sd: (wanted[sd][label], room[sd], sd == "train"))
+            side_of[k] = side
+            room[side] -= 1
+            for other in items[k].label:
+                wanted[side][other] -= 1
+                remaining[other].discard(k)
+    for k in range(len(items)):
+        if k not in side_of:  # no label at all
+            side = max(fractions, key=lambda sd: (room[sd], sd == "train"))
+            side_of[k] = side
+            room[side] -= 1
+    val = sorted((items[k] for k in side_of if side_of[k] == "val"), key=lambda s: s.path)
+    keep = sorted((items[k] for k in side_of if side_of[k] == "train"), key=lambda s: s.path)
+    if not val or not keep:
+        raise ImgclsError(f"{where}: too few images to hold out a validation split")
+    return keep, val
