@@ -24,6 +24,12 @@ def _add_train_flags(p: argparse.ArgumentParser, *, exclude: set[str] = frozense
     p.add_argument("--no-progress", action="store_true", help="no progress bar (one line per epoch still)")
 
 
+def _add_fields(p: argparse.ArgumentParser, fields: set[str]) -> None:
+    from imgcls.config import add_config_flags
+
+    add_config_flags(p, only=fields)
+
+
 def _progress(args) -> bool:
     """tqdm's redraws only on a terminal; logs and pipes get the one line per epoch."""
     return not args.no_progress and sys.stdout.isatty() and sys.stderr.isatty()
@@ -208,24 +214,83 @@ def cmd_loadtest(args) -> int:
     return 0 if r["errors"] == 0 else 1
 
 
-def cmd_check_data(args) -> int:
-    from imgcls.data.layouts import discover
-    from imgcls.data.scan import scan_samples, summarize
+CSV_FIELDS = {"labels", "images", "image_col", "label_col", "label_sep", "task", "skip_missing"}
 
-    splits = discover(args.data, val_split=args.val_split)
+
+def cmd_check_data(args) -> int:
+    from pathlib import Path
+
+    from imgcls.config import config_overrides, resolve_config
+    from imgcls.data.scan import scan_samples, summarize
+    from imgcls.plan import csv_options
+    from imgcls.rundir import RunPaths
+
+    run = RunPaths(Path(args.data))
+    if run.config.is_file() and run.classes.is_file() and run.splits.is_file():
+        from imgcls.plan import open_saved_run
+
+        splits = open_saved_run(run.root, checkpoint="last").splits()  # the run's recorded splits
+    else:
+        from imgcls.data.layouts import discover
+
+        fields = {k: v for k, v in config_overrides(args).items() if k in CSV_FIELDS}
+        cfg = resolve_config(None, {**fields, "val_split": args.val_split})
+        splits = discover(args.data, val_split=cfg.val_split, csv=csv_options(cfg))
     every = splits.train + splits.val + splits.test
     bad = scan_samples(every, root=splits.root)
+    kind = "multi-label" if splits.task == "multilabel" else "single-label"
     print(
-        f"{splits.root}: {splits.layout} layout, {len(splits.classes)} classes, {len(splits.train)} training, "
+        f"{splits.root}: {splits.layout} layout, {kind}, {len(splits.classes)} classes, {len(splits.train)} training, "
         f"{len(splits.val)} validation, {len(splits.test)} evaluation images"
     )
-    if not bad:
+    if bad:
+        print(f"{len(bad)} bad file(s): {summarize(bad)}")
+        for b in bad:
+            print(f"  {b.path}\t{b.reason}")
+        if len(bad) == len(every):
+            raise ImgclsError(f"none of the {len(every)} images in {splits.root} decodes")
+    else:
         print(f"all {len(every)} images decode")
-        return 0
-    print(f"{len(bad)} bad file(s): {summarize(bad)}")
-    for b in bad:
-        print(f"  {b.path}\t{b.reason}")
-    return 2 if args.strict else 0
+    if args.label_issues or args.duplicates or args.outliers:
+        from dataclasses import replace
+
+        from imgcls.check_data import check_data
+
+        drop = {b.path for b in bad}
+        clean = replace(
+            splits,
+            train=[s for s in splits.train if s.path not in drop],
+            val=[s for s in splits.val if s.path not in drop],
+            test=[s for s in splits.test if s.path not in drop],
+        )
+        r = check_data(
+            clean,
+            out=args.out,
+            label=args.label_issues,
+            dupes=args.duplicates,
+            odd=args.outliers,
+            model=args.model,
+            image_size=args.image_size,
+            folds=args.folds,
+            views=args.views,
+            near=args.near,
+            workers=args.workers,
+        )
+        if "label_issues" in r:
+            li = r["label_issues"]
+            print(
+                f"label issues: {li['flagged']} of {li['checked']} labelled images flagged ({li['seconds']}s) -> label_issues.csv"
+            )
+        if "duplicates" in r:
+            d = r["duplicates"]
+            print(
+                f"duplicates: {d['exact']} exact, {d['near']} near pairs; {d['leaks']} across training and held-out ({d['seconds']}s)"
+            )
+        if "outliers" in r:
+            o = r["outliers"]
+            print(f"outliers: {o['flagged']} images; class imbalance {o['imbalance']} ({o['seconds']}s)")
+        print(f"wrote {r['out']}/ (report.html, summary.json and the CSVs); {r['seconds']}s")
+    return 2 if args.strict and bad else 0
 
 
 def cmd_evaluate(args) -> int:
@@ -371,10 +436,30 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_bench)
 
-    p = sub.add_parser("check-data", help="find unreadable, truncated, empty or oversized images in a dataset")
-    p.add_argument("data")
-    p.add_argument("--val-split", type=float, default=None)
+    p = sub.add_parser(
+        "check-data",
+        help="find unreadable images, and on request label issues, duplicates and outliers (DATA or a run folder)",
+    )
+    p.add_argument("data", help="dataset folder, or a run folder (its recorded splits)")
+    p.add_argument("--val-split", default=None, help="as for train, for layouts without a validation split")
     p.add_argument("--strict", action="store_true", help="exit 2 when any file is bad")
+    p.add_argument("--label-issues", action="store_true", help="rank likely mislabeled images (confident learning)")
+    p.add_argument("--duplicates", action="store_true", help="exact and near duplicates, within and across splits")
+    p.add_argument("--outliers", action="store_true", help="images far from every other, and the class counts")
+    p.add_argument("--model", default="efficientnet_lite0", help="pretrained backbone whose features are compared")
+    p.add_argument("--image-size", type=int, default=None, help="input size (default: the model's)")
+    p.add_argument("--folds", type=int, default=5, help="out-of-fold splits for --label-issues")
+    p.add_argument("--views", type=int, default=1, help="feature views per image for --label-issues (1 + augmented)")
+    p.add_argument(
+        "--near",
+        type=float,
+        default=0.90,
+        help="feature cosine similarity at or above which two images are near duplicates (the 64 px pass uses "
+        "this + 0.04)",
+    )
+    p.add_argument("--out", help="folder for the CSVs and report.html (default: check-<data folder name>/ here)")
+    p.add_argument("--workers", type=int, default=None)
+    _add_fields(p, CSV_FIELDS)
     p.set_defaults(func=cmd_check_data)
 
     p = sub.add_parser("export", help="export a run's best model (ONNX verified against PyTorch, or safetensors)")

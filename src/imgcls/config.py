@@ -186,6 +186,10 @@ class TrainConfig:
     skip_missing: bool = opt(
         False, "train without label-CSV rows whose image file is missing (listed in bad_files.txt)"
     )
+    exclude: str | None = opt(
+        None, "CSV of images to train without (a path column, e.g. an edited check-data label_issues.csv)"
+    )
+    relabel: str | None = opt(None, "CSV of label corrections to apply (path,suggested), e.g. from check-data")
     pos_weight: str = opt(
         "none",
         "multi-label: weight each label's positives by its negatives/positives ratio in training (balanced)",
@@ -354,14 +358,14 @@ def differing_fields(saved: TrainConfig, wanted: TrainConfig, *, ignore=RESUMABL
     return [name for name in FIELDS if name not in ignore and getattr(saved, name) != getattr(wanted, name)]
 
 
-def add_config_flags(parser, *, exclude: set[str] = frozenset()) -> None:
+def add_config_flags(parser, *, exclude: set[str] = frozenset(), only: set[str] | None = None) -> None:
     """One argparse flag per field (help, choices and default from its metadata); values stay raw and
-    are coerced by ``coerce`` so flags and YAML fail the same way."""
+    are coerced by ``coerce`` so flags and YAML fail the same way. ``only``: just these fields."""
     import argparse
 
     for name, f in FIELDS.items():
         meta = f.metadata
-        if name in exclude or not meta["flag"]:
+        if name in exclude or not meta["flag"] or (only is not None and name not in only):
             continue
         kind, _ = field_type(name)
         default = "" if f.default is None else f" (default: {f.default})"

@@ -73,6 +73,7 @@ class RunPlan:
     resume: bool = False
     start_epoch: int = 0  # the first epoch this fit runs (0-based): a resumed run's next one
     notes: tuple[str, ...] = field(default=())  # said once at the start of training
+    edits: tuple[tuple, ...] = ()  # --exclude / --relabel: (path, action, old label, new label)
 
     @property
     def classes(self) -> list[str]:
@@ -290,6 +291,11 @@ def make_plan(
     if splits is None and resume and paths is not None:
         splits = read_splits(paths, cfg.data)  # the exact splits the run started with
     splits = splits or discover_data(cfg)
+    edits: list[list] = []
+    if (cfg.exclude or cfg.relabel) and splits.layout != "saved":  # a resume's splits.csv has them applied
+        from imgcls.data.edits import apply_edits
+
+        splits, edits = apply_edits(splits, exclude=cfg.exclude, relabel=cfg.relabel)
     asked = cfg.finetune
     cfg = resolve(cfg, splits, model)
     cuda = uses_cuda(cfg)
@@ -315,6 +321,7 @@ def make_plan(
         resume=resume,
         start_epoch=_next_epoch(paths.last) if resume else 0,
         notes=tuple(notes),
+        edits=tuple(tuple(e) for e in edits),
     )
 
 

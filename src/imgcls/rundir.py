@@ -82,6 +82,10 @@ class RunPaths:
     def thresholds(self) -> Path:
         return self.root / "thresholds.json"
 
+    @property
+    def edits(self) -> Path:
+        return self.root / "data_edits.csv"
+
 
 def atomic_write(path: Path, write, *, binary: bool = False) -> None:
     """``write(fh)`` into a temporary file that is fsynced and renamed: a kill never leaves half a file.
@@ -209,6 +213,7 @@ RUN_FILES = (
     "bad_files.txt",
     "inference.json",
     "thresholds.json",
+    "data_edits.csv",
 )
 RUN_DIRS = ("checkpoints", "eval", "export", "explain")
 LOCK_NAME = ".lock"

@@ -51,22 +51,25 @@ def check_file(path: str) -> str | None:
         return f"unreadable ({exc})"
 
 
-def scan_samples(samples: list[Sample], *, root: str, workers: int | None = None) -> list[BadFile]:
-    entry = CacheEntry("scan", root=str(Path(root).resolve()))
+def per_file(samples: list[Sample], fn, *, kind: str, root: str, workers: int | None = None, missing=None) -> dict:
+    """``{path: fn(path)}`` for the samples' files, remembered per data folder in the ``kind`` cache by
+    path, size and mtime (a second pass over the same folder is instant); computed on all cores.
+    Files that cannot be stat-ed get ``missing``."""
+    entry = CacheEntry(kind, root=str(Path(root).resolve()))
     found = entry.load(mmap=False)
-    cache = found[1]["verdicts"] if found is not None else {}
-    verdicts: dict[str, str | None] = {}
+    cache = found[1]["values"] if found is not None else {}
+    values: dict[str, object] = {}
     todo = []
     for s in samples:
         try:
             st = os.stat(s.path)
             stamp = [st.st_size, st.st_mtime_ns]
         except OSError:
-            verdicts[s.path] = "file not found"
+            values[s.path] = missing
             continue
         hit = cache.get(s.path)
         if hit and hit[:2] == stamp:
-            verdicts[s.path] = hit[2]
+            values[s.path] = hit[2]
         else:
             todo.append((s.path, stamp))
     if todo:
@@ -74,18 +77,39 @@ def scan_samples(samples: list[Sample], *, root: str, workers: int | None = None
         paths = [p for p, _ in todo]
         if n > 1 and len(paths) > 64:
             with ProcessPoolExecutor(n) as pool:
-                results = list(pool.map(check_file, paths, chunksize=32))
+                results = list(pool.map(fn, paths, chunksize=32))
         else:
-            results = [check_file(p) for p in paths]
-        for (path, stamp), reason in zip(todo, results):
-            verdicts[path] = reason
-            cache[path] = [*stamp, reason]
+            results = [fn(p) for p in paths]
+        for (path, stamp), value in zip(todo, results):
+            values[path] = value
+            cache[path] = [*stamp, value]
         try:
-            entry.put("verdicts.json", cache)
+            entry.put("values.json", cache)
             entry.commit({"root": str(Path(root).resolve()), "entries": len(cache)})
         except (OSError, ImgclsError) as exc:
-            log.warning("could not save the scan cache %s: %s", entry.folder, exc)
+            log.warning("could not save the %s cache %s: %s", kind, entry.folder, exc)
+    return values
+
+
+def scan_samples(samples: list[Sample], *, root: str, workers: int | None = None) -> list[BadFile]:
+    verdicts = per_file(samples, check_file, kind="scan", root=root, workers=workers, missing="file not found")
     return [BadFile(s.path, verdicts[s.path]) for s in samples if verdicts.get(s.path)]
+
+
+def pixel_hash(path: str) -> str | None:
+    """SHA-1 of the decoded RGB pixels and their size (None when the file does not decode): a PNG re-save
+    of a JPEG's pixels hashes the same."""
+    import hashlib
+
+    from imgcls.data.decode import load_rgb
+
+    try:
+        image = load_rgb(path)
+    except BadImageError:
+        return None
+    h = hashlib.sha1(f"{image.width}x{image.height}".encode())
+    h.update(image.tobytes())
+    return h.hexdigest()
 
 
 def summarize(bad: list[BadFile]) -> str:

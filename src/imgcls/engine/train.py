@@ -18,7 +18,7 @@ from imgcls.engine.build import build_datamodule, build_module
 from imgcls.engine.trainer import make_trainer, static_summary
 from imgcls.errors import ImgclsError
 from imgcls.plan import RunPlan, default_out, make_plan, resume_config
-from imgcls.rundir import RunLock, RunPaths, clear_run, folder_state, read_metrics, write_json
+from imgcls.rundir import RunLock, RunPaths, clear_run, folder_state, read_metrics, write_csv, write_json
 from imgcls.system import global_rank
 
 log = logging.getLogger(__name__)
@@ -63,6 +63,8 @@ def prepare_folder(plan: RunPlan) -> None:
     write_json(paths.classes, plan.classes)
     if not plan.resume or not paths.splits.is_file():
         write_splits(paths, plan.splits)
+    if plan.edits:
+        write_csv(paths.edits, ["path", "action", "old", "new"], [list(e) for e in plan.edits])
 
 
 def fit(plan: RunPlan, *, progress: bool = True, on_epoch=None, extra_callbacks: list | None = None) -> RunPaths:

@@ -67,6 +67,8 @@ def static_summary(plan: RunPlan, module) -> dict:
         "trainable_params": trainable,
         "gflops": round(count_gflops(module.model, cfg.image_size), 4),
         "train_images": len(plan.splits.train),
+        "excluded_images": sum(e[1] == "exclude" for e in plan.edits),
+        "relabelled_images": sum(e[1] == "relabel" for e in plan.edits),
         "val_images": len(plan.splits.val),
         "epochs_requested": cfg.epochs,
         "device": device_name(),
