@@ -3,6 +3,7 @@
 import asyncio
 import io
 import json
+import time
 
 import numpy as np
 import pytest
@@ -122,3 +123,65 @@ def test_epoch_axes_have_whole_ticks_and_no_eval_mode_warning(demo_data, tmp_pat
         figures._save = orig
         plt.close("all")
     assert captured["ticks"] and all(float(t).is_integer() for t in captured["ticks"])
+
+
+def _real_server(app):
+    """The app under uvicorn on a free loopback port, in a thread; returns (port, stop)."""
+    import socket
+    import threading
+
+    import uvicorn
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    for _ in range(200):
+        if server.started:
+            break
+        time.sleep(0.02)
+
+    def stop():
+        server.should_exit = True
+        thread.join(5)
+
+    return port, stop
+
+
+@pytest.mark.parametrize("trickle", [False, True])
+def test_stalled_and_trickling_uploads_get_408_from_a_real_server(tiny_run, trickle):
+    import socket
+
+    from imgcls.engine.predictor import load_predictor
+    from imgcls.serve.app import create_app
+
+    app = create_app(load_predictor(tiny_run), upload_timeout=0.5)  # total body deadline: 4 x 0.5 s
+    port, stop = _real_server(app)
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
+            head = (
+                "POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: multipart/form-data; boundary=x\r\n"
+                "Content-Length: 100000\r\n\r\n--x\r\n"
+            )
+            conn.sendall(head.encode())
+            t0 = time.perf_counter()
+            reply = b""
+            conn.settimeout(0.3 if trickle else 10)
+            while b"\r\n\r\n" not in reply and time.perf_counter() - t0 < 8:
+                if trickle:
+                    try:
+                        conn.sendall(b"a")  # one byte every 0.3 s: never idle for the 0.5 s timeout
+                    except OSError:
+                        pass
+                try:
+                    reply += conn.recv(4096)
+                except TimeoutError:
+                    continue
+            elapsed = time.perf_counter() - t0
+        assert reply.startswith(b"HTTP/1.1 408"), reply[:200]
+        assert (1.5 < elapsed < 4) if trickle else (elapsed < 1.5)
+        assert (b"not complete" if trickle else b"sent nothing") in reply
+    finally:
+        stop()

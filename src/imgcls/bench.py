@@ -8,7 +8,6 @@ eager NCHW fp32. Both sides get the same images, batch size, sample count and wo
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import tempfile
@@ -273,7 +272,9 @@ def run_bench(
         results["measures"].append(entry)
     print_table(results)
     if json_path:
-        Path(json_path).write_text(json.dumps(results, indent=2) + "\n")
+        from imgcls.rundir import write_json
+
+        write_json(Path(json_path), results)
         print(f"wrote {json_path}")
     return results
 

@@ -217,7 +217,7 @@ class CacheEntry:
 def _space_error(exc: OSError, folder: Path):
     from imgcls.errors import ImgclsError
 
-    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
         return ImgclsError(f"no space left on the device while writing the cache in {folder}")
     return exc
 

@@ -36,21 +36,28 @@ def _progress(args) -> bool:
 
 
 def cmd_models_all(args) -> int:
-    """Every timm and torchvision classifier that --model accepts; params are counted when the list is
-    short enough to build each model (use --filter)."""
+    """Every timm and torchvision classifier that --model accepts. Names are filtered first; params are
+    counted for short lists by building each model on PyTorch's meta device (shapes only: no memory, no
+    weights), so a filter that matches giant models costs seconds, not gigabytes."""
+    import torch
+
     from imgcls.models.hub_models import list_hub_models, weights_cached
-    from imgcls.models.profile import count_params
     from imgcls.models.registry import create_model, get_model_info
 
+    if args.num_classes < 2:
+        raise ImgclsError(f"--num-classes must be at least 2, got {args.num_classes}")
     names = list_hub_models(args.filter)
     count = len(names) <= 40
     print(f"{'model':<50}{'params':>14}{'size':>6}  weights")
     for name in names:
         try:
             info = get_model_info(name)
-            params = f"{count_params(create_model(name, args.num_classes))[0]:,}" if count else "-"
-        except ImgclsError as exc:
-            print(f"{name:<50}{'?':>14}{'':>6}  ({exc})")
+            params = "-"
+            if count:
+                with torch.device("meta"):
+                    params = f"{sum(p.numel() for p in create_model(name, args.num_classes).parameters()):,}"
+        except Exception as exc:  # noqa: BLE001 - one unbuildable entry must not end the listing
+            print(f"{name:<50}{'?':>14}{'':>6}  ({str(exc).splitlines()[0][:80] if str(exc) else type(exc).__name__})")
             continue
         state = "none" if not info.has_weights else ("cached" if weights_cached(name) else "downloadable")
         print(f"{name:<50}{params:>14}{info.default_image_size:>6}  {state}")
@@ -65,6 +72,8 @@ def cmd_models(args) -> int:
     from imgcls.models.profile import count_gflops, count_params
     from imgcls.models.registry import create_model, get_model_info, list_models
 
+    if args.num_classes < 2:
+        raise ImgclsError(f"--num-classes must be at least 2, got {args.num_classes}")
     print(f"{'model':<20}{'params':>14}{'GFLOPs':>9}{'size':>6}  weights")
     for name in list_models():
         info = get_model_info(name)

@@ -20,7 +20,7 @@ from imgcls.errors import ImgclsError
 from imgcls.plan import open_saved_run
 from imgcls.report.figures import confusion_png
 from imgcls.report.gallery import PREDICTION_COLUMNS, read_predictions, write_error_gallery
-from imgcls.rundir import write_csv, write_json
+from imgcls.rundir import staged_folder, write_csv, write_json
 
 SPLIT_DIRNAMES = {"train": "training", "val": "validation", "test": "evaluation"}
 WHOLE_FOLDER = "all"  # the split name when --data is one folder of class folders
@@ -113,11 +113,20 @@ def _metrics(probs: torch.Tensor, labels: torch.Tensor, n: int) -> dict:
 
 def eval_folder(eval_root: Path, data: str, run_data: str | None, split_name: str) -> Path:
     """``<eval_root>/<split>`` for the run's own data; ``<eval_root>/on-<folder>/<split>`` for other data,
-    so an evaluation elsewhere never replaces the one on the data the run was trained on."""
+    so an evaluation elsewhere never replaces the one on the data the run was trained on. Two data
+    folders of the same name (``a/x``, ``b/x``) get ``on-x`` and ``on-x-<hash of the path>``."""
+    import hashlib
+    import json
+
     if run_data and Path(data).resolve() == Path(run_data).resolve():
         return eval_root / split_name
-    slug = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(data).resolve().name) or "data"
-    return eval_root / f"on-{slug}" / split_name
+    resolved = Path(data).resolve()
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "_", resolved.name) or "data"
+    plain = eval_root / f"on-{slug}"
+    recorded = [json.loads(p.read_text()).get("data") for p in plain.glob("*/metrics.json")]
+    if any(r is not None and r != str(resolved) for r in recorded):
+        plain = eval_root / f"on-{slug}-{hashlib.sha1(str(resolved).encode()).hexdigest()[:8]}"
+    return plain / split_name
 
 
 def evaluate(
@@ -137,6 +146,8 @@ def evaluate(
     (``eval/<file stem>/``), apart from the checkpoint's.
     """
     check_batch_args(batch_size, workers)
+    if gallery < 0:
+        raise ImgclsError(f"--gallery must be 0 or more, got {gallery}")
     loaded = load_predictor(run_dir, engine=engine)
     run = open_saved_run(loaded.paths.root) if loaded.paths is not None else None
     run_data = run.cfg.data if run is not None else None
@@ -158,7 +169,6 @@ def evaluate(
     exported = Path(str(run_dir)).suffix in EXPORT_SUFFIXES
     eval_root = Path(str(run_dir)).parent / "eval" / Path(str(run_dir)).stem if exported else loaded.paths.eval_dir
     out = eval_folder(eval_root, data, run_data, split_name)
-    out.mkdir(parents=True, exist_ok=True)
     header = {
         "split": split_name,
         "fallback": note,
@@ -168,12 +178,11 @@ def evaluate(
         "engine": loaded.describe(),
         "tta": tta,
     }
-    if loaded.multilabel:
-        from imgcls.evaluate_multilabel import write_multilabel
+    from imgcls.evaluate_multilabel import write_multilabel
 
-        result = write_multilabel(loaded, probs, [samples[i] for i in kept], header, out, gallery=gallery)
-    else:
-        result = _write_single(loaded, probs, [samples[i] for i in kept], header, out, gallery=gallery)
+    write = write_multilabel if loaded.multilabel else _write_single
+    with staged_folder(out) as stage:  # the folder is replaced whole: never half old, half new
+        result = write(loaded, probs, [samples[i] for i in kept], header, stage, gallery=gallery)
     result["out"] = str(out)
     return result
 

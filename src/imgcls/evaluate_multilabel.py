@@ -17,7 +17,7 @@ from torchmetrics.functional.classification import (
 )
 
 from imgcls.report.gallery import MULTILABEL_COLUMNS, read_multilabel_predictions, write_multilabel_gallery
-from imgcls.rundir import write_csv, write_json
+from imgcls.rundir import save_figure, write_csv, write_json
 
 MAX_CURVES = 20  # labels drawn in pr_curves.png (the most frequent); the table has them all
 
@@ -124,5 +124,5 @@ def _pr_curves(probs: torch.Tensor, targets: torch.Tensor, classes: list[str], p
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="lower left", ncol=2)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    save_figure(fig, path)
     plt.close(fig)

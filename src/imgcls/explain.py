@@ -15,6 +15,7 @@ from torch import nn
 from imgcls.data.decode import load_rgb
 from imgcls.engine.predictor import load_predictor
 from imgcls.errors import BadImageError, ImgclsError
+from imgcls.rundir import save_figure
 
 
 def _token_grid(t: torch.Tensor) -> torch.Tensor | None:
@@ -69,6 +70,23 @@ def _normalise(maps: torch.Tensor) -> torch.Tensor:
     return ((flat - lo) / (hi - lo).clamp(min=1e-12)).reshape(maps.shape)
 
 
+def _names(images: list[str]) -> dict[str, str]:
+    """A PNG name per image: its stem, or (when two stems collide, cat/n0.jpg and dog/n0.jpg) its
+    parent folder and stem, so no picture is written over another."""
+
+    def clean(text: str) -> str:
+        return re.sub(r"[^A-Za-z0-9._-]+", "_", text)
+
+    stems = [Path(p).stem for p in images]
+    out = {}
+    for p, stem in zip(images, stems):
+        name = clean(stem) if stems.count(stem) == 1 else clean(f"{Path(p).parent.name}_{stem}")
+        while name + ".png" in out.values():
+            name += "_"
+        out[p] = name + ".png"
+    return out
+
+
 def explain(run: str | Path, images: list[str], *, out: str | Path | None = None) -> list[Path]:
     import matplotlib
 
@@ -78,7 +96,10 @@ def explain(run: str | Path, images: list[str], *, out: str | Path | None = None
     predictor = load_predictor(run, engine="torch")
     model = predictor.model.eval().to(memory_format=torch.contiguous_format)
     folder = Path(out) if out else predictor.paths.root / "explain" if predictor.paths else Path("explain")
+    if folder.exists() and not folder.is_dir():
+        raise ImgclsError(f"--out {folder} is a file; explain writes one PNG per image into a folder")
     folder.mkdir(parents=True, exist_ok=True)
+    names = _names(images)
     written = []
     for image_path in images:
         try:
@@ -108,8 +129,8 @@ def explain(run: str | Path, images: list[str], *, out: str | Path | None = None
             f"{Path(image_path).name}: {predictor.classes[top]} ({float(probs[top]):.2f}) · {method}", fontsize=9
         )
         fig.tight_layout()
-        target = folder / (re.sub(r"[^A-Za-z0-9._-]+", "_", Path(image_path).stem) + ".png")
-        fig.savefig(target, dpi=90)
+        target = folder / names[image_path]
+        save_figure(fig, target, dpi=90)
         plt.close(fig)
         written.append(target)
     return written

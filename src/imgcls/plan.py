@@ -53,6 +53,27 @@ class ModelChoice:
     def dirname(self) -> str:
         return spec_to_dirname(self.spec)
 
+    def probe(self, num_classes: int, image_size: int) -> None:
+        """timm:/tv: models are any of thousands: run a fresh copy once on a batch of two at the chosen size
+        in train mode, and refuse (one line) what fails or does not give one score per class."""
+        import torch
+
+        from imgcls.models.hub_models import is_hub_name
+
+        if not is_hub_name(self.name):
+            return
+        model = self.build(num_classes, image_size=image_size).train()
+        try:
+            with torch.no_grad():
+                out = model(torch.randn(2, 3, image_size, image_size))
+        except Exception as exc:  # noqa: BLE001 - whatever a foreign model raises means it cannot run here
+            why = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
+            size = self.info.default_image_size
+            raise ImgclsError(f"{self.spec} does not run at {image_size} px ({why}); try --image-size {size}") from None
+        if not isinstance(out, torch.Tensor) or tuple(out.shape) != (2, num_classes):
+            got = type(out).__name__ if not isinstance(out, torch.Tensor) else tuple(out.shape)
+            raise ImgclsError(f"{self.spec} gives {got} in training, not one score per class; it cannot train here")
+
     def block_count(self, num_classes: int, image_size: int | None) -> int:
         from imgcls.models.blocks import blocks
 
@@ -142,6 +163,16 @@ def resolve(cfg: TrainConfig, splits: DatasetSplits, model: ModelChoice | None =
         feature_cache = cfg.feature_cache or 0
     if cfg.cutmix and cfg.feature_cache:
         raise ImgclsError("--cutmix cuts boxes out of images, not cached features: drop --feature-cache")
+    if cfg.feature_cache and parse_finetune(finetune) is None:
+        why = "" if finetune == cfg.finetune else f" (--finetune {cfg.finetune} covers every block of {cfg.model})"
+        raise ImgclsError(
+            f"--feature-cache stores what a frozen part computes; the whole model trains{why}, so nothing "
+            "is frozen (drop --feature-cache, or use --finetune head / last:N)"
+        )
+    if cfg.warmup_epochs > cfg.epochs:
+        raise ImgclsError(f"--warmup-epochs {cfg.warmup_epochs:g} is longer than --epochs {cfg.epochs}")
+    if cfg.nesterov and cfg.optimizer != "sgd":
+        raise ImgclsError(f"--nesterov is a momentum option of --optimizer sgd, not of {cfg.optimizer}")
     if (cfg.mixup or cfg.cutmix) and not cfg.feature_cache:
         feature_cache = 0  # mix images; with an explicit --feature-cache, --mixup mixes the cached activations
     cuda = uses_cuda(cfg)
@@ -248,6 +279,13 @@ def _precision(cfg: TrainConfig, cuda: bool) -> str:
 def parse_devices(cfg: TrainConfig, cuda: bool):
     """Lightning's devices value, checked against what this machine has: a count of processes up to the
     GPUs (CUDA) or the cores (CPU), 'auto', or a list of distinct GPU indices."""
+    import os
+
+    if cfg.num_nodes > 1 and not (os.environ.get("WORLD_SIZE") or os.environ.get("SLURM_NTASKS")):
+        raise ImgclsError(
+            f"--num-nodes {cfg.num_nodes}: a multi-machine run is started on every machine by a launcher "
+            "(torchrun --nnodes, or SLURM's srun); run imgcls under it"
+        )
     text = str(cfg.devices).strip()
     if text == "auto":
         return "auto"
@@ -298,6 +336,7 @@ def make_plan(
         splits, edits = apply_edits(splits, exclude=cfg.exclude, relabel=cfg.relabel)
     asked = cfg.finetune
     cfg = resolve(cfg, splits, model)
+    model.probe(cfg.num_classes, cfg.image_size)
     cuda = uses_cuda(cfg)
     devices = parse_devices(cfg, cuda)
     if cfg.task == "multilabel" and splits.task == "single":
@@ -319,20 +358,36 @@ def make_plan(
         bad=tuple(bad),
         paths=paths,
         resume=resume,
-        start_epoch=_next_epoch(paths.last) if resume else 0,
+        start_epoch=_next_epoch(paths.last, cfg) if resume else 0,
         notes=tuple(notes),
         edits=tuple(tuple(e) for e in edits),
     )
 
 
-def _next_epoch(checkpoint: Path) -> int:
-    """The epoch after the one ``last.ckpt`` holds (memory-mapped: only the counter is read)."""
+def _next_epoch(checkpoint: Path, cfg: TrainConfig) -> int:
+    """The epoch after the one ``last.ckpt`` holds (memory-mapped: only the counter and the recipe are
+    read); refuses a config.yaml edited since: the run would record a recipe it never trained with."""
     import torch
 
     try:
-        return int(torch.load(checkpoint, map_location="cpu", weights_only=True, mmap=True)["epoch"]) + 1
+        state = torch.load(checkpoint, map_location="cpu", weights_only=True, mmap=True)
+        epoch = int(state["epoch"]) + 1
     except Exception:  # not ours or damaged: the resume itself reports it in one line
         return 0
+    trained = state.get("imgcls_config")
+    if isinstance(trained, dict):
+        fixed = RESUMABLE | {"out", "data"}
+        changed = [
+            f"{flag_name(k)} {trained[k]!r} -> {getattr(cfg, k)!r}"
+            for k in trained
+            if k not in fixed and hasattr(cfg, k) and trained[k] != getattr(cfg, k)
+        ]
+        if changed:
+            raise ImgclsError(
+                f"cannot resume: {checkpoint.parent.parent / 'config.yaml'} was edited after training "
+                f"started ({'; '.join(changed)}); a resumed run keeps its recipe (start over with --force)"
+            )
+    return epoch
 
 
 def _check_folder(paths: RunPaths, splits: DatasetSplits, *, resume: bool, force: bool, leader: bool) -> bool:

@@ -7,6 +7,7 @@ import errno
 import json
 import os
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -103,9 +104,50 @@ def atomic_write(path: Path, write, *, binary: bool = False) -> None:
         os.replace(tmp, path)
     except BaseException as exc:
         tmp.unlink(missing_ok=True)
-        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        if out_of_space(exc):
             raise ImgclsError(f"no space left on the device while writing {path}; {path.name} is unchanged") from None
         raise
+
+
+def out_of_space(exc: BaseException | None) -> bool:
+    """Whether a full disk (or quota) is behind ``exc``: writers often fail in their own words on the
+    way out (torch.save's zip writer: "unexpected pos"), with the OSError as the context."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+def save_figure(fig, path: Path, *, dpi: int = 100) -> Path:
+    """A matplotlib figure as PNG through ``atomic_write`` (a full disk leaves no half image)."""
+    atomic_write(Path(path), lambda fh: fig.savefig(fh, format="png", dpi=dpi), binary=True)
+    return Path(path)
+
+
+@contextmanager
+def staged_folder(folder: Path):
+    """Fill a sibling temporary folder, then swap it in for ``folder`` whole: a failure (a full disk, a
+    kill) leaves the previous contents, never a mix of old and new files."""
+    import shutil
+
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tag = f"{os.getpid()}.{uuid.uuid4().hex[:8]}"
+    stage = folder.with_name(f".{folder.name}.{tag}.tmp")
+    stage.mkdir()
+    try:
+        yield stage
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
+    old = folder.with_name(f".{folder.name}.{tag}.old")
+    if folder.exists():
+        os.replace(folder, old)
+    os.replace(stage, folder)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -229,9 +271,22 @@ def folder_state(root: Path) -> str:
     entries = [p for p in root.iterdir() if p.name != LOCK_NAME]
     if not entries:
         return "empty"
-    if (root / "config.yaml").is_file() and (root / "classes.json").is_file():
+    if (root / "config.yaml").is_file() and (root / "classes.json").is_file() and _looks_like_a_run(root):
         return "run"
     return "foreign"
+
+
+def _looks_like_a_run(root: Path) -> bool:
+    """config.yaml is a mapping with a model, and classes.json a list of names: a user's own files with
+    those names are not taken for a run (and never cleared by --force)."""
+    import yaml
+
+    try:
+        config = yaml.safe_load((root / "config.yaml").read_text())
+        classes = json.loads((root / "classes.json").read_text())
+    except (OSError, ValueError, yaml.YAMLError):
+        return False
+    return isinstance(config, dict) and "model" in config and isinstance(classes, list)
 
 
 def clear_run(root: Path) -> None:

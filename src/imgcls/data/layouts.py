@@ -275,7 +275,16 @@ def _discover_food101(root: Path, val_split: float | None, seed: int) -> Dataset
     for split in ("train", "test"):
         path = meta / f"{split}.txt"
         lines = [ln.strip() for ln in path.read_text().splitlines() if ln.strip()] if path.is_file() else []
-        listed[split] = lines
+        unique = list(dict.fromkeys(lines))  # a repeated line would put one image in train and validation
+        if len(unique) < len(lines):
+            log.warning("%s lists %d line(s) more than once; each image is used once", path, len(lines) - len(unique))
+        listed[split] = unique
+    both = sorted(set(listed["train"]) & set(listed["test"]))
+    if both:
+        shown = ", ".join(both[:10]) + (f" ... ({len(both)} in all)" if len(both) > 10 else "")
+        raise ImgclsError(
+            f"{meta}: train.txt and test.txt both list {shown}; an image is trained on or held out, not both"
+        )
     names_file = meta / "classes.txt"
     if names_file.is_file():
         classes = [ln.strip() for ln in names_file.read_text().splitlines() if ln.strip()]

@@ -4,6 +4,7 @@ module that feeds it (images through loader workers, the decoded image store, or
 from __future__ import annotations
 
 from imgcls.engine.module import ClassifierModule
+from imgcls.errors import ImgclsError
 from imgcls.models.blocks import split
 from imgcls.models.freeze import match_frozen
 from imgcls.plan import RunPlan
@@ -25,7 +26,7 @@ def build_module(plan: RunPlan) -> ClassifierModule:
         from imgcls.engine.recipe import balanced_pos_weight
 
         pos_weight = balanced_pos_weight(labels, cfg.num_classes)
-    return ClassifierModule(
+    module = ClassifierModule(
         model,
         num_classes=cfg.num_classes,
         recipe=cfg,
@@ -36,6 +37,12 @@ def build_module(plan: RunPlan) -> ClassifierModule:
         cached=bool(cfg.feature_cache),
         frozen=match_frozen(model, cfg.freeze),
     )
+    if not any(p.requires_grad for p in module.parameters()):
+        raise ImgclsError(
+            f"--freeze {' '.join(cfg.freeze or [])} freezes everything --finetune {cfg.finetune} would train: "
+            "nothing is left to train"
+        )
+    return module
 
 
 def build_datamodule(plan: RunPlan, module: ClassifierModule, *, progress: bool = True):

@@ -80,6 +80,10 @@ class RunFilesCallback(Callback):
             self.static["image_store_seconds"] = round(store, 3)
         self.static["world_size"] = trainer.world_size
 
+    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
+        # The recipe the weights were trained with: a resume compares it with config.yaml.
+        checkpoint["imgcls_config"] = dict(pl_module.recipe.to_dict())
+
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # Runs after a checkpoint is restored. On resume, current_epoch is the first epoch still to run; rows from an unfinished epoch go.
         self.rows = [r for r in read_metrics(self.paths.metrics) if r["epoch"] <= trainer.current_epoch]

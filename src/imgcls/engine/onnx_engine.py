@@ -6,7 +6,6 @@ the probabilities agree to ~1e-6. Exports are cached next to what they came from
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import logging
 import os
@@ -55,8 +54,10 @@ def export_onnx(model: nn.Module, image_size: int, path: str | Path, *, output_n
                 dynamic_axes={"image": {0: "batch"}, output_name: {0: "batch"}},
             )
             os.replace(tmp, path)
-        except OSError as exc:
-            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        except Exception as exc:
+            from imgcls.rundir import out_of_space
+
+            if out_of_space(exc):
                 from imgcls.errors import ImgclsError
 
                 raise ImgclsError(f"no space left on the device while writing {path}; nothing was written") from None

@@ -1,5 +1,6 @@
 """Out-of-fold predicted probabilities from cached backbone features: K folds, a linear head trained on
-the other K-1 (full-batch L-BFGS with weight decay, seconds on a CPU), probabilities for the held-out
+the other K-1 (full-batch L-BFGS with a strong L2 penalty on standardised features: calibrated rather
+than confident, which ranks label issues better; 0.3 measured on food5), probabilities for the held-out
 fold. Confident learning needs exactly this: every image scored by a model that never saw its label."""
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ def out_of_fold(
     k: int = 5,
     seed: int = 0,
     extra: np.ndarray | None = None,
-    weight_decay: float = 1e-4,
+    weight_decay: float = 0.3,
 ) -> np.ndarray:
     """(N, classes) probabilities; ``features`` (N, D) is the view each image is scored on, ``extra``
     (N, V, D) more views (augmented) that only add training rows. Softmax, or sigmoid per label when the

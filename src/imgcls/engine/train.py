@@ -44,9 +44,11 @@ def train(
     cfg = replace(cfg, out=default_out(cfg))
     with RunLock(Path(cfg.out)) if global_rank() == 0 else contextlib.nullcontext():
         plan = make_plan(cfg, resume=resume, force=force, splits=splits)
+        L.seed_everything(plan.cfg.seed, workers=True, verbose=False)
+        module = build_module(plan)  # what cannot train is refused before anything is written
         if global_rank() == 0:  # one writer; other processes of a DDP run read the same files
             prepare_folder(plan)
-        return fit(plan, progress=progress, on_epoch=on_epoch, extra_callbacks=extra_callbacks)
+        return fit(plan, module, progress=progress, on_epoch=on_epoch, extra_callbacks=extra_callbacks)
 
 
 def prepare_folder(plan: RunPlan) -> None:
@@ -67,10 +69,10 @@ def prepare_folder(plan: RunPlan) -> None:
         write_csv(paths.edits, ["path", "action", "old", "new"], [list(e) for e in plan.edits])
 
 
-def fit(plan: RunPlan, *, progress: bool = True, on_epoch=None, extra_callbacks: list | None = None) -> RunPaths:
+def fit(
+    plan: RunPlan, module, *, progress: bool = True, on_epoch=None, extra_callbacks: list | None = None
+) -> RunPaths:
     cfg, paths = plan.cfg, plan.paths
-    L.seed_everything(cfg.seed, workers=True, verbose=False)
-    module = build_module(plan)
     datamodule = build_datamodule(plan, module, progress=progress)
     module.train()
     if cfg.batch_size == 1 and module.has_batchnorm:

@@ -65,6 +65,14 @@ def _timm_info(name: str):
     def build(*, num_classes: int, pretrained: bool = False, image_size: int = size, **kwargs) -> nn.Module:
         if pretrained and os.environ.get("IMGCLS_OFFLINE", "") not in ("", "0") and not _timm_cached(cfg):
             raise _missing_timm(arch, cfg, "IMGCLS_OFFLINE is set, so no download was tried")
+        if image_size != size:  # ViT-style models take their input size (position embeddings follow it)
+            try:
+                return timm.create_model(
+                    arch, pretrained=pretrained, num_classes=num_classes, img_size=image_size, **kwargs
+                )
+            except TypeError as exc:
+                if "img_size" not in str(exc):
+                    raise
         try:
             return timm.create_model(arch, pretrained=pretrained, num_classes=num_classes, **kwargs)
         except (TypeError, ValueError):
@@ -110,9 +118,24 @@ def _tv_info(name: str):
     size = int(weights.transforms().crop_size[0]) if weights is not None else 224
 
     def build(*, num_classes: int, pretrained: bool = False, image_size: int = size, **kwargs) -> nn.Module:
+        if arch.startswith("vit_") and image_size != size:
+            if pretrained:
+                raise ValueError(
+                    f"pretrained {name} works only at {size} px (got {image_size}); use --image-size {size}"
+                )
+            kwargs.setdefault("image_size", image_size)
+        if arch in ("googlenet", "inception_v3"):
+            kwargs.setdefault("init_weights", False)  # torchvision's new default (its old one is slow)
         model = tvm.get_model(arch, weights=None, **kwargs)
         if pretrained:
             model.load_state_dict(load_hub_state_dict(weights.url, name))
+        if getattr(model, "aux_logits", False):
+            # GoogLeNet / Inception v3: train on the main logits only (the auxiliary heads return a tuple
+            # in training, and their loss is a recipe of its own).
+            model.aux_logits = False
+            for attr in ("aux1", "aux2", "AuxLogits"):
+                if hasattr(model, attr):
+                    setattr(model, attr, None)
         if num_classes != 1000 or not pretrained:
             path = last_linear(model)
             _set_submodule(model, path, nn.Linear(model.get_submodule(path).in_features, num_classes))

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import base64
-import csv
 import html
 from pathlib import Path
 
 from imgcls.report import figures
 from imgcls.report.collect import Variant, collect
-from imgcls.rundir import atomic_write_text
+from imgcls.rundir import atomic_write_text, write_csv
 
 COLUMNS = [  # (key, header, format); {split} is the split the evaluation columns were computed on
     ("variant", "variant", "{}"),
@@ -199,10 +198,7 @@ def build_report(root: str | Path) -> Path:
     files.mkdir(exist_ok=True)
     rows = [table_row(v) for v in variants]
 
-    with open(root / "summary.csv", "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    write_csv(root / "summary.csv", list(rows[0]), [["" if r[k] is None else r[k] for k in rows[0]] for r in rows])
 
     figs = {
         "curves": figures.curves(variants, files / "curves.png"),

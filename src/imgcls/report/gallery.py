@@ -11,7 +11,7 @@ import io
 import logging
 from pathlib import Path
 
-from imgcls.rundir import write_csv
+from imgcls.rundir import save_figure, write_csv
 
 log = logging.getLogger(__name__)
 THUMB = 112  # px, longest side
@@ -83,7 +83,7 @@ def write_error_gallery(folder: Path, rows: list[dict], *, count: int = 16, titl
     heading = f"{title}: the {len(errors)} most confident errors" if errors else f"{title}: no errors"
     fig.suptitle(heading, fontsize=10)
     fig.tight_layout()
-    fig.savefig(folder / "errors.png", dpi=80)
+    save_figure(fig, folder / "errors.png", dpi=80)
     plt.close(fig)
     return errors
 
@@ -183,7 +183,7 @@ def write_multilabel_gallery(folder: Path, rows: list[dict], *, count: int = 16,
     heading = f"{title}: the {len(errors)} images with the most label errors" if errors else f"{title}: no errors"
     fig.suptitle(heading, fontsize=10)
     fig.tight_layout()
-    fig.savefig(folder / "errors.png", dpi=80)
+    save_figure(fig, folder / "errors.png", dpi=80)
     plt.close(fig)
     return errors
 

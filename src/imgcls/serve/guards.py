@@ -31,35 +31,52 @@ class HostGuard:
         return await self.app(scope, receive, send)
 
 
-class _Stalled(Exception):
-    pass
-
-
 class UploadTimeout:
-    """A request body that sends nothing for ``seconds`` is answered 408 and dropped, so stalled uploads
-    never hold a connection (or a worker) for ever."""
+    """A request body that sends nothing for ``seconds``, or is not complete ``total`` seconds after the
+    request started (one byte every few seconds never ends otherwise), is answered 408 and dropped, so
+    stalled or trickling uploads never hold a connection (or a worker) for ever.
 
-    def __init__(self, app, seconds: float):
+    The 408 is sent here, before the app sees the stall: the app is then told the client left, and
+    whatever it answers is dropped (a form parser would otherwise turn the stall into a 400)."""
+
+    def __init__(self, app, seconds: float, total: float | None = None):
         self.app, self.seconds = app, seconds
+        self.total = total if total is not None else 4 * seconds
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        started = False
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.total
+        state = {"started": False, "answered": False}
 
         async def timed_receive():
+            if state["answered"]:
+                return {"type": "http.disconnect"}
+            left = deadline - loop.time()
             try:
-                return await asyncio.wait_for(receive(), self.seconds)
+                if left <= 0:
+                    raise asyncio.TimeoutError
+                return await asyncio.wait_for(receive(), min(self.seconds, left))
             except asyncio.TimeoutError:
-                raise _Stalled from None
+                if not state["started"]:
+                    why = (
+                        f"the upload sent nothing for {self.seconds:g} s"
+                        if left > self.seconds
+                        else f"the upload was not complete after {self.total:g} s"
+                    )
+                    await _json(send, 408, why)
+                    state["answered"] = True
+                return {"type": "http.disconnect"}
 
         async def tracked_send(message):
-            nonlocal started
-            started = started or message["type"] == "http.response.start"
+            if state["answered"]:
+                return  # the 408 went out already
+            state["started"] = state["started"] or message["type"] == "http.response.start"
             await send(message)
 
         try:
             await self.app(scope, timed_receive, tracked_send)
-        except _Stalled:
-            if not started:
-                await _json(send, 408, f"the upload sent nothing for {self.seconds:g} s")
+        except Exception:
+            if not state["answered"]:
+                raise
