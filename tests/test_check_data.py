@@ -169,3 +169,17 @@ def test_exclude_and_relabel_act_on_training(planted, checked, tmp_path):
     }
     summary = json.loads(paths.summary.read_text())
     assert summary["relabelled_images"] == 1 and summary["excluded_images"] >= 2
+
+
+def test_label_issues_on_multilabel_csv_data(tmp_path):
+    """Multi-label data (a tags column) goes through cleanlab's multi-label API."""
+    from test_csv_layout import make_food, variants
+
+    data = variants(make_food(tmp_path / "food", per_class=(12, 2)), tmp_path / "v", "multilabel") / "multilabel"
+    out = tmp_path / "o"
+    argv = ["check-data", str(data), "--val-split", "0.25", "--label-issues", "--image-size", "32"]
+    assert main(argv + ["--out", str(out), "--workers", "0"]) == 0
+    quality = rows(out / "label_quality.csv")
+    names = {"apple_pie", "baklava", "beef_tartare"}
+    assert quality and all(set(r["given"].split()) <= names and set(r["suggested"].split()) <= names for r in quality)
+    assert json.loads((out / "summary.json").read_text())["task"] == "multilabel"

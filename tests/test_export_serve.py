@@ -226,6 +226,7 @@ def test_int8_export_reports_agreement_or_refuses(tiny_run, tmp_path, monkeypatc
 
     out = tmp_path / "exp"
     monkeypatch.setattr(q, "MIN_AGREEMENT", 0.0)
+    monkeypatch.setattr(q, "MAX_DROP", 1.0)
     r = export(tiny_run, "onnx", out=out, quantize="int8")["int8"]
     assert (out / "model.int8.onnx").is_file() and 0 <= r["int8_top1_agreement"] <= 1 and r["agreement_images"] == 33
     info = json.loads((out / "model.int8.json").read_text())
@@ -238,3 +239,88 @@ def test_int8_export_reports_agreement_or_refuses(tiny_run, tmp_path, monkeypatc
     with pytest.raises(ImgclsError, match="not written"):
         export(tiny_run, "onnx", out=out, quantize="int8")
     assert not (out / "model.int8.onnx").exists() and not list(out.glob(".*.tmp"))
+
+
+def test_int8_keeps_the_classifier_tail_in_fp32(tiny_run, tmp_path, monkeypatch):
+    """The last activation before pooling, the pooling and the head stay fp32 (no DequantizeLinear feeds
+    them); every convolution is quantized."""
+    import onnx
+
+    import imgcls.quantize as q
+
+    monkeypatch.setattr(q, "MIN_AGREEMENT", 0.0)
+    monkeypatch.setattr(q, "MAX_DROP", 1.0)
+    run = train_tiny_lite(tmp_path)
+    export(run, "onnx", out=tmp_path / "e", quantize="int8")
+    graph = onnx.load(str(tmp_path / "e" / "model.int8.onnx")).graph
+    made_by = {o: n for n in graph.node for o in n.output}
+    tail = [n for n in graph.node if n.op_type in ("GlobalAveragePool", "Gemm")]
+    assert len(tail) == 2
+    for node in tail:
+        assert all(made_by[i].op_type != "DequantizeLinear" for i in node.input if i in made_by), node.name
+    convs = [n for n in graph.node if n.op_type == "Conv"]
+    quantized = [
+        n for n in convs if made_by.get(n.input[1]) is not None and made_by[n.input[1]].op_type == "DequantizeLinear"
+    ]
+    assert len(quantized) == len(convs)  # every convolution's weights are int8
+
+
+def train_tiny_lite(tmp_path):
+    from conftest import train_tiny
+
+    data = tmp_path / "d"
+    from imgcls.data.demo import write_demo_dataset
+
+    write_demo_dataset(data, per_class=4, size=32, seed=1)
+    return train_tiny(data, tmp_path / "r", model="efficientnet_lite0", epochs=1).root
+
+
+def test_int8_acceptance_counts_confident_answers_and_accuracy(tiny_run, demo_data):
+    """Flipping near ties is not held against int8; flipping answers fp32 is sure of is."""
+    import dataclasses
+
+    import torch
+
+    import imgcls.quantize as q
+    from imgcls.data.layouts import discover
+    from imgcls.engine.predictor import load_predictor
+
+    reference = load_predictor(tiny_run, engine="torch")
+    samples = discover(demo_data).val
+
+    def logits(top: int, gap: float):
+        def run(x):
+            out = torch.zeros(len(x), 11)
+            out[:, top] = gap
+            return out
+
+        return dataclasses.replace(reference, run=run)
+
+    tie_a, tie_b = logits(0, 0.01), logits(1, 0.01)  # top-2 margins far below q.MARGIN
+    r = q.agreement(tie_a, tie_b, samples)
+    assert r["int8_top1_agreement"] == 0.0 and r["confident_images"] == 0
+    r = q.agreement(logits(0, 10.0), logits(1, 10.0), samples)  # sure, and answered differently
+    assert r["confident_images"] == len(samples) and r["confident_agreement"] == 0.0
+    r = q.agreement(logits(0, 10.0), logits(0, 10.0), samples)
+    assert r["confident_agreement"] == 1.0 and r["fp32_accuracy"] == r["int8_accuracy"]
+
+
+def test_engine_int8_only_when_asked(tiny_run, tmp_path, monkeypatch, capsys):
+    import shutil
+
+    import imgcls.quantize as q
+    from imgcls.cli import main
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run, ignore=shutil.ignore_patterns("export"))
+    image = tmp_path / "x.png"
+    Image.new("RGB", (32, 32), (200, 30, 30)).save(image)
+    assert main(["predict", str(run), str(image), "--engine", "int8", "--out", str(tmp_path / "a.csv")]) == 2
+    assert "no int8 export" in capsys.readouterr().err
+    monkeypatch.setattr(q, "MIN_AGREEMENT", 0.0)
+    monkeypatch.setattr(q, "MAX_DROP", 1.0)
+    export(run, "onnx", quantize="int8")
+    assert main(["predict", str(run), str(image), "--out", str(tmp_path / "b.csv")]) == 0
+    assert "model.int8.onnx" not in capsys.readouterr().out  # the default engine is not int8
+    assert main(["predict", str(run), str(image), "--engine", "int8", "--out", str(tmp_path / "c.csv")]) == 0
+    assert "onnxruntime: " in (out := capsys.readouterr().out) and "model.int8.onnx" in out

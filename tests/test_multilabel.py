@@ -163,6 +163,7 @@ def test_last_n_tensor_pipeline_mixup_and_int8(collages, tmp_path, monkeypatch):
     summary = json.loads(tensor.summary.read_text())
     assert summary["task"] == "multilabel" and summary["image_store_seconds"] > 0
     monkeypatch.setattr(q, "MIN_AGREEMENT", 0.0)
+    monkeypatch.setattr(q, "MAX_DROP", 1.0)
     r = export(partial.root, "onnx", out=tmp_path / "e", quantize="int8")["int8"]
     assert 0 <= r["int8_top1_agreement"] <= 1 and r["agreement_images"] > 0
 

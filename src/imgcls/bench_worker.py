@@ -358,14 +358,18 @@ def measure_pipeline(side: str, a: dict) -> dict:
 
     data, device, bs, workers = Path(a["data"]), a.get("device", "cpu"), a["batch_size"], a["workers"]
 
-    def rate(loader, to_input) -> float:
-        images, t0 = 0, None
-        for i, batch in enumerate(loader):
-            if i == 1:
-                t0 = time.perf_counter()
-            x = to_input(batch)
-            if t0 is not None:
+    def rate(loader, to_input, min_batches: int = 16, min_seconds: float = 2.0) -> float:
+        """Images/s after the first batch, over as many passes as it takes to time ``min_batches``
+        batches and ``min_seconds`` (a quick run's 64 images would otherwise time one batch)."""
+        images, batches, t0 = 0, 0, None
+        while t0 is None or batches < min_batches or time.perf_counter() - t0 < min_seconds:
+            for batch in loader:
+                x = to_input(batch)
+                if t0 is None:
+                    t0 = time.perf_counter()  # after the first batch: workers started, caches warm
+                    continue
                 images += len(x)
+                batches += 1
         if device != "cpu":
             torch.cuda.synchronize()
         return images / (time.perf_counter() - t0)
@@ -374,7 +378,10 @@ def measure_pipeline(side: str, a: dict) -> dict:
         ds = datasets.ImageFolder(
             str(data / "train"), transform=build_train_transform(_size(a), "reference-torchvision")
         )
-        loader = torch.utils.data.DataLoader(ds, batch_size=bs, shuffle=True, num_workers=workers)
+        # Persistent workers on both sides: the measure loops over the data several times.
+        loader = torch.utils.data.DataLoader(
+            ds, batch_size=bs, shuffle=True, num_workers=workers, persistent_workers=workers > 0
+        )
         return {"value": rate(loader, lambda b: b[0].to(device)), "unit": "img/s"}
     os.environ["IMGCLS_CACHE"] = str(Path(a["tmp"]) / "cache")
     samples = discover(data).train

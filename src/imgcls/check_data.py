@@ -64,7 +64,7 @@ def _every(splits: DatasetSplits) -> tuple[list[Sample], list[str]]:
 def features(splits: DatasetSplits, samples: list[Sample], *, model: str, image_size: int | None, views: int, workers):
     """(eval-view features (N, D), augmented views (N, V, D) or None) of ``samples``, from the cache."""
     from imgcls.data.transforms import build_eval_transform, build_train_transform
-    from imgcls.engine.features import get_features
+    from imgcls.engine.features import get_features, targets_array
     from imgcls.models.blocks import split
     from imgcls.plan import ModelChoice
 
@@ -74,7 +74,9 @@ def features(splits: DatasetSplits, samples: list[Sample], *, model: str, image_
     size = image_size or choice.info.default_image_size
     backbone = split(choice.build(len(splits.classes), pretrained=True, image_size=size).eval(), 0)[0]
     identity = {"model": model, "pretrained": True, "weights": choice.info.weights, "cut": "head"}
-    common = dict(image_size=size, seed=0, identity=identity, workers=workers)
+    # The same targets training stores under the same key (a head-only run with --seed 0 shares the entry).
+    labels = targets_array(samples, len(splits.classes) if splits.task == "multilabel" else None)
+    common = dict(image_size=size, seed=0, identity=identity, workers=workers, labels=labels)
     crop = splits.task != "multilabel"
     base = get_features(backbone, samples, transform=build_eval_transform(size, crop=crop), views=1, **common)
     if len(base.labels) != len(samples):

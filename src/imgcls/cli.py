@@ -30,6 +30,16 @@ def _add_fields(p: argparse.ArgumentParser, fields: set[str]) -> None:
     add_config_flags(p, only=fields)
 
 
+def _add_engine(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--engine",
+        choices=("auto", "onnx", "torch", "int8"),
+        default=None,
+        help="what runs the model: auto (ONNX Runtime on CPU), onnx, torch, or int8 (the run's accepted "
+        "int8 export; only when asked)",
+    )
+
+
 def _progress(args) -> bool:
     """tqdm's redraws only on a terminal; logs and pipes get the one line per epoch."""
     return not args.no_progress and sys.stdout.isatty() and sys.stderr.isatty()
@@ -192,8 +202,10 @@ def cmd_export(args) -> int:
     if "int8" in r:
         q = r["int8"]
         print(
-            f"wrote {q['path']}: top-1 agrees with fp32 on {q['int8_top1_agreement']:.2%} of {q['agreement_images']} "
-            f"validation images; {q['int8_images_per_s']} vs {q['fp32_images_per_s']} img/s (fp32)"
+            f"wrote {q['path']}: same answer as fp32 on {q['confident_agreement']:.2%} of the {q['confident_images']} "
+            f"validation images fp32 is sure of ({q['int8_top1_agreement']:.2%} of all {q['agreement_images']}), "
+            f"accuracy {q['fp32_accuracy']:.4f} -> {q['int8_accuracy']:.4f}; "
+            f"{q['int8_images_per_s']} vs {q['fp32_images_per_s']} img/s (fp32)"
         )
     return 0
 
@@ -208,6 +220,7 @@ def cmd_serve(args) -> int:
         max_upload_mb=args.max_upload_mb,
         max_pixels=args.max_pixels,
         upload_timeout=args.upload_timeout,
+        engine=args.engine,
     )
     return 0
 
@@ -313,6 +326,7 @@ def cmd_evaluate(args) -> int:
         workers=args.workers,
         gallery=args.gallery,
         tta=args.tta,
+        engine=args.engine,
     )
     if r["task"] == "multilabel":
         print(
@@ -354,6 +368,7 @@ def cmd_predict(args) -> int:
         workers=args.workers,
         tta=args.tta,
         submission=args.submission,
+        engine=args.engine,
     )
     for name, cls, prob in r["first"]:
         print(f"  {name}: {cls} ({prob:.3f})")
@@ -500,6 +515,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=30.0,
         help="seconds an upload may send nothing before it is answered 408",
     )
+    _add_engine(p)
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("explain", help="where the model looks: attention (attn_cnn) or Grad-CAM overlays as PNGs")
@@ -548,6 +564,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--batch-size", type=int, default=64)
         p.add_argument("--workers", type=int, default=None)
         p.add_argument("--tta", choices=["flip"], help="test-time augmentation: average with the mirror image")
+        _add_engine(p)
         p.set_defaults(func=func)
     return parser
 

@@ -27,12 +27,13 @@ def predict(
     workers: int | None = None,
     tta: str | None = None,
     submission: str | None = None,
+    engine: str | None = None,
 ) -> dict:
     check_batch_args(batch_size, workers)
     out = Path(out)
     if out.is_dir():
         raise ImgclsError(f"--out {out} is a folder; give the CSV file to write, e.g. {out / 'preds.csv'}")
-    loaded = load_predictor(ref)  # the model first: a bad model reference is the error to report
+    loaded = load_predictor(ref, engine=engine)  # the model first: a bad model reference is the error to report
     if topk < 0 or topk > len(loaded.classes):
         raise ImgclsError(f"--topk must be between 0 and {len(loaded.classes)}")
     pairs = samples_with_ids(inputs)

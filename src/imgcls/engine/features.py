@@ -52,6 +52,18 @@ def isolated_rng(seed: int):
             np.random.set_state(npy)
 
 
+def targets_array(samples: list[Sample], num_classes: int | None) -> np.ndarray | None:
+    """What a cache entry stores beside the features: None for class indices (the default), or multi-hot
+    rows of ``num_classes`` for multi-label samples (an unlabelled one: all zeros)."""
+    if num_classes is None:
+        return None
+    hot = np.zeros((len(samples), num_classes), dtype=np.uint8)
+    for row, s in enumerate(samples):
+        if isinstance(s.label, tuple):
+            hot[row, list(s.label)] = 1
+    return hot
+
+
 def _loaded(entry: CacheEntry, meta: dict, arrays: dict, hit: bool) -> CachedFeatures:
     return CachedFeatures(
         arrays["features"],
@@ -205,12 +217,7 @@ class FeatureDataModule(L.LightningDataModule):
         self.loaded: tuple[CachedFeatures, CachedFeatures] | None = None
 
     def _targets(self, samples) -> np.ndarray | None:
-        if self.num_classes is None:
-            return None  # class indices
-        hot = np.zeros((len(samples), self.num_classes), dtype=np.uint8)
-        for row, s in enumerate(samples):
-            hot[row, list(s.label)] = 1
-        return hot
+        return targets_array(samples, self.num_classes)
 
     def _load(self) -> tuple[CachedFeatures, CachedFeatures]:
         train = get_features(

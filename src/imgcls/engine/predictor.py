@@ -243,18 +243,32 @@ def _fresh_export(paths: RunPaths) -> Path | None:
 
 
 EXPORT_SUFFIXES = (".onnx", ".safetensors")
+ENGINES = ("auto", "onnx", "torch", "int8")
 
 
 def load_predictor(ref: str | Path, *, engine: str | None = None, checkpoint: str = "best") -> Predictor:
-    """``engine``: auto (ONNX Runtime on CPU when possible) | onnx | torch (always the PyTorch model)."""
+    """``engine``: auto (ONNX Runtime on CPU when possible) | onnx | torch (always the PyTorch model) |
+    int8 (the run's accepted ``export/model.int8.onnx``; never chosen unless asked)."""
     from imgcls.engine.onnx_engine import ENGINE_ENV, onnxruntime_available
     from imgcls.plan import open_saved_run
 
     engine = engine or os.environ.get(ENGINE_ENV) or "auto"
+    if engine not in ENGINES:
+        raise ImgclsError(f"unknown engine {engine!r}; use one of {', '.join(ENGINES)}")
     ref_s = str(ref)
     path = Path(ref_s)
     if path.suffix in EXPORT_SUFFIXES:
-        return _from_export(path, engine)
+        return _from_export(path, "auto" if engine == "int8" else engine)
+    if engine == "int8":  # only when asked: the run's accepted int8 export
+        int8 = path / "export" / "model.int8.onnx"
+        if not int8.is_file():
+            raise ImgclsError(
+                f"{path} has no int8 export; make one with: imgcls export {path} --quantize int8 "
+                "(it is written only when it keeps the model's answers)"
+            )
+        predictor = _from_export(int8, "auto")
+        predictor.info["summary"] = read_json(predictor.paths.summary) if predictor.paths.summary.is_file() else {}
+        return predictor
     if not path.exists():
         from imgcls.models.registry import create_model, get_model_info, list_models
 

