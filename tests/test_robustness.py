@@ -174,3 +174,25 @@ def test_kill_9_mid_training_then_resume(tmp_path):
 
     train(resume_config(run, {}), resume=True, progress=False)
     assert [r["epoch"] for r in read_metrics(run / "metrics.csv")] == [1, 2, 3, 4]
+
+
+def test_training_starts_with_the_heap_given_back(monkeypatch):
+    """With imgcls's malloc thresholds freed memory stays in the heap; before a training forks its loader
+    workers the heap is trimmed, so a comparison's later variants do not fork workers that each hold a
+    copy of the earlier variants' gigabytes (the out-of-memory kill this guards against was measured)."""
+    import numpy as np
+
+    from imgcls.malloc import release_memory, tune_malloc
+
+    if not tune_malloc():
+        pytest.skip("no glibc malloc tuning on this platform")
+
+    def rss_mb() -> float:
+        return int(open("/proc/self/statm").read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+    before = rss_mb()
+    blocks = [np.ones(2**18) for _ in range(500)]  # 1 GB in 2 MB blocks, kept in the heap when freed
+    del blocks
+    kept = rss_mb()
+    release_memory()
+    assert kept - before > 500 and rss_mb() - before < 200

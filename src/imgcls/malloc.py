@@ -36,3 +36,21 @@ def tune_malloc() -> dict:
     if mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD):
         done["trim_threshold"] = TRIM_THRESHOLD
     return done
+
+
+def release_memory() -> None:
+    """Give the heap's free memory back to the system (gc, then glibc's malloc_trim). Called before each
+    training starts its loader workers: with the thresholds above, a process that trained before (a
+    comparison's earlier variants) keeps gigabytes of free heap, and a forked worker would hold a
+    copy-on-write snapshot of all of it (measured: 10 GB per worker, out of memory on 24 GB)."""
+    import gc
+
+    gc.collect()
+    if sys.platform != "linux":
+        return
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.malloc_trim.argtypes, libc.malloc_trim.restype = [ctypes.c_size_t], ctypes.c_int
+        libc.malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass

@@ -330,10 +330,15 @@ def make_plan(
         splits = read_splits(paths, cfg.data)  # the exact splits the run started with
     splits = splits or discover_data(cfg)
     edits: list[list] = []
-    if (cfg.exclude or cfg.relabel) and splits.layout != "saved":  # a resume's splits.csv has them applied
+    if (cfg.exclude or cfg.relabel) and splits.layout != "saved":
         from imgcls.data.edits import apply_edits
 
         splits, edits = apply_edits(splits, exclude=cfg.exclude, relabel=cfg.relabel)
+    elif resume and paths is not None and paths.edits.is_file():  # splits.csv has them applied already
+        import csv
+
+        with open(paths.edits, newline="") as fh:
+            edits = [list(row.values()) for row in csv.DictReader(fh)]
     asked = cfg.finetune
     cfg = resolve(cfg, splits, model)
     model.probe(cfg.num_classes, cfg.image_size)

@@ -60,7 +60,23 @@ class ImageDataModule(L.LightningDataModule):
             **self._shard(),
         )
 
-    def val_dataloader(self) -> DataLoader:
+    def setup(self, stage=None) -> None:
+        self.start_validation_workers()
+
+    def start_validation_workers(self) -> None:
+        """Validation's loader workers start now, while this process is small (before the model trains):
+        started at the first validation they would each hold a snapshot of the grown heap."""
+        if self.workers > 0 and getattr(self, "_val", None) is None:
+            self._val = self._val_loader()
+            iter(self._val)  # persistent workers: they stay for every later validation
+
+    def _val_loader(self) -> DataLoader:
         transform = build_eval_transform(self.image_size, crop=self.eval_crop)
         ds = ImageDataset(self.splits.val, transform, num_classes=self.num_classes)
-        return make_loader(ds, batch_size=self.batch_size, workers=self.workers, shuffle=False, **self._shard())
+        return make_loader(
+            ds, batch_size=self.batch_size, workers=self.workers, shuffle=False, persistent=True, **self._shard()
+        )
+
+    def val_dataloader(self) -> DataLoader:
+        loader = getattr(self, "_val", None)
+        return loader if loader is not None else self._val_loader()

@@ -84,6 +84,10 @@ class TensorDataModule(ImageDataModule):
 
     def setup(self, stage=None) -> None:
         self.train_store, self.val_store = self._stores()
+        self.start_validation_workers()
+
+    def _val_loader(self) -> DataLoader:
+        return self._loader(self.val_store, False)
 
     def _loader(self, store: ImageStore, train: bool) -> DataLoader:
         ds = StoreDataset(store, self.splits.train if train else self.splits.val, self.num_classes)
@@ -96,6 +100,7 @@ class TensorDataModule(ImageDataModule):
             epoch=self.start_epoch,
             labels=ds.labels if train and self.balanced else None,
             collate=collate_canvas,
+            persistent=True,
             **self._shard(),
         )
 
@@ -103,7 +108,8 @@ class TensorDataModule(ImageDataModule):
         return self._loader(self.train_store, True)
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader(self.val_store, False)
+        loader = getattr(self, "_val", None)
+        return loader if loader is not None else self._val_loader()
 
     def to_model_input(self, batch, training: bool):
         """(canvas, sizes, labels) on the device -> (normalised images, labels)."""

@@ -17,6 +17,7 @@ from imgcls.data.splitfile import write_splits
 from imgcls.engine.build import build_datamodule, build_module
 from imgcls.engine.trainer import make_trainer, static_summary
 from imgcls.errors import ImgclsError
+from imgcls.malloc import release_memory
 from imgcls.plan import RunPlan, default_out, make_plan, resume_config
 from imgcls.rundir import RunLock, RunPaths, clear_run, folder_state, read_metrics, write_csv, write_json
 from imgcls.system import global_rank
@@ -44,6 +45,7 @@ def train(
     cfg = replace(cfg, out=default_out(cfg))
     with RunLock(Path(cfg.out)) if global_rank() == 0 else contextlib.nullcontext():
         plan = make_plan(cfg, resume=resume, force=force, splits=splits)
+        release_memory()  # before any loader worker is forked (see malloc.release_memory)
         L.seed_everything(plan.cfg.seed, workers=True, verbose=False)
         module = build_module(plan)  # what cannot train is refused before anything is written
         if global_rank() == 0:  # one writer; other processes of a DDP run read the same files

@@ -63,29 +63,35 @@ def write_error_gallery(folder: Path, rows: list[dict], *, count: int = 16, titl
         ["path", "true", "predicted", "probability"],
         [[r["path"], r["true"], r["predicted"], f"{r['probability']:.4f}"] for r in errors],
     )
+    heading = f"{title}: the {len(errors)} most confident errors" if errors else f"{title}: no errors"
+    captions = [
+        (f"true: {r['true'][:22]}\npredicted: {r['predicted'][:22]}\np = {r['probability']:.2f}", 7) for r in errors
+    ]
+    _grid(folder / "errors.png", errors, captions, heading, cell=(2.4, 2.7))
+    return errors
+
+
+def _grid(path: Path, rows: list[dict], captions: list[tuple[str, int]], heading: str, *, cell) -> None:
+    """A PNG grid of the rows' images (4 across), each with its caption (text, font size)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     cols = 4
-    rows_n = max(1, -(-len(errors) // cols))
-    fig, axes = plt.subplots(rows_n, cols, figsize=(2.4 * cols, 2.7 * rows_n + 0.5), squeeze=False)
+    rows_n = max(1, -(-len(rows) // cols))
+    fig, axes = plt.subplots(rows_n, cols, figsize=(cell[0] * cols, cell[1] * rows_n + 0.5), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
-    for ax, r in zip(axes.flat, errors):
+    for ax, r, (caption, size) in zip(axes.flat, rows, captions):
         image = thumbnail(r["path"], 160)
         if image is not None:
             ax.imshow(image)
-        ax.set_title(
-            f"true: {r['true'][:22]}\npredicted: {r['predicted'][:22]}\np = {r['probability']:.2f}", fontsize=7
-        )
-    heading = f"{title}: the {len(errors)} most confident errors" if errors else f"{title}: no errors"
+        ax.set_title(caption, fontsize=size)
     fig.suptitle(heading, fontsize=10)
     fig.tight_layout()
-    save_figure(fig, folder / "errors.png", dpi=80)
+    save_figure(fig, path, dpi=80)
     plt.close(fig)
-    return errors
 
 
 def _figure(row: dict, caption: str) -> str:
@@ -165,26 +171,8 @@ def write_multilabel_gallery(folder: Path, rows: list[dict], *, count: int = 16,
         ["path", "true", "predicted", "missed", "wrong"],
         [[r["path"], r["true"], r["predicted"], r["missed"], r["wrong"]] for r in errors],
     )
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    cols = 4
-    rows_n = max(1, -(-len(errors) // cols))
-    fig, axes = plt.subplots(rows_n, cols, figsize=(2.6 * cols, 2.9 * rows_n + 0.5), squeeze=False)
-    for ax in axes.flat:
-        ax.axis("off")
-    for ax, r in zip(axes.flat, errors):
-        image = thumbnail(r["path"], 160)
-        if image is not None:
-            ax.imshow(image)
-        ax.set_title(_caption(r)[:160], fontsize=6)
     heading = f"{title}: the {len(errors)} images with the most label errors" if errors else f"{title}: no errors"
-    fig.suptitle(heading, fontsize=10)
-    fig.tight_layout()
-    save_figure(fig, folder / "errors.png", dpi=80)
-    plt.close(fig)
+    _grid(folder / "errors.png", errors, [(_caption(r)[:160], 6) for r in errors], heading, cell=(2.6, 2.9))
     return errors
 
 
