@@ -136,7 +136,7 @@ def test_checkpoint_with_a_malicious_pickle_is_refused(tiny_run, tmp_path, capsy
 def test_kill_9_mid_training_then_resume(tmp_path):
     from imgcls.data.demo import write_demo_dataset
 
-    data = write_demo_dataset(tmp_path / "data", per_class=30, size=48, seed=2)
+    data = write_demo_dataset(tmp_path / "data", per_class=20, size=48, seed=2)
     run = tmp_path / "run"
     cmd = [
         sys.executable,
@@ -148,7 +148,7 @@ def test_kill_9_mid_training_then_resume(tmp_path):
         "--data",
         str(data),
         "--epochs",
-        "4",
+        "3",
         "--image-size",
         "48",
         "--batch-size",
@@ -163,17 +163,17 @@ def test_kill_9_mid_training_then_resume(tmp_path):
     deadline = time.time() + 240
     while time.time() < deadline and len(read_metrics(run / "metrics.csv")) < 1:
         time.sleep(0.1)
-    time.sleep(0.8)  # into epoch 2
+    time.sleep(0.5)  # into epoch 2
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     done = [r["epoch"] for r in read_metrics(run / "metrics.csv")]
-    assert 1 <= len(done) < 4, done
+    assert 1 <= len(done) < 3, done
     torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)  # the checkpoint is whole
     # --resume in this process (the CLI's resume path is the same two calls; its flags are tested elsewhere).
     from imgcls.engine.train import resume_config, train
 
     train(resume_config(run, {}), resume=True, progress=False)
-    assert [r["epoch"] for r in read_metrics(run / "metrics.csv")] == [1, 2, 3, 4]
+    assert [r["epoch"] for r in read_metrics(run / "metrics.csv")] == [1, 2, 3]
 
 
 def test_training_starts_with_the_heap_given_back(monkeypatch):

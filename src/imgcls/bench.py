@@ -188,6 +188,9 @@ def run_bench(
         "batch_size": bs,
         "workers": default_workers() if workers is None else workers,
         "repeats": 2 if quick else 3,
+        # The pipeline measure's shortest timing: a quick run checks that it works, a full one measures.
+        "min_seconds": 0.5 if quick else 2.0,
+        "min_batches": 4 if quick else 16,
         "full_images": n // 2 if gpu else (2 * bs if quick else 4 * bs),
         "device": "cuda" if gpu else "cpu",
         "image_size": image_size,

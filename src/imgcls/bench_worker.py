@@ -358,9 +358,10 @@ def measure_pipeline(side: str, a: dict) -> dict:
 
     data, device, bs, workers = Path(a["data"]), a.get("device", "cpu"), a["batch_size"], a["workers"]
 
-    def rate(loader, to_input, min_batches: int = 16, min_seconds: float = 2.0) -> float:
+    def rate(loader, to_input) -> float:
         """Images/s after the first batch, over as many passes as it takes to time ``min_batches``
         batches and ``min_seconds`` (a quick run's 64 images would otherwise time one batch)."""
+        min_batches, min_seconds = a.get("min_batches", 16), a.get("min_seconds", 2.0)
         images, batches, t0 = 0, 0, None
         while t0 is None or batches < min_batches or time.perf_counter() - t0 < min_seconds:
             for batch in loader:

@@ -9,13 +9,9 @@ import warnings
 from dataclasses import replace
 from pathlib import Path
 
-import lightning as L
-
 from imgcls.config import TrainConfig, dump_config
 from imgcls.data.scan import write_bad_files
 from imgcls.data.splitfile import write_splits
-from imgcls.engine.build import build_datamodule, build_module
-from imgcls.engine.trainer import make_trainer, static_summary
 from imgcls.errors import ImgclsError
 from imgcls.malloc import release_memory
 from imgcls.plan import RunPlan, default_out, make_plan, resume_config
@@ -44,7 +40,11 @@ def train(
     """
     cfg = replace(cfg, out=default_out(cfg))
     with RunLock(Path(cfg.out)) if global_rank() == 0 else contextlib.nullcontext():
-        plan = make_plan(cfg, resume=resume, force=force, splits=splits)
+        plan = make_plan(cfg, resume=resume, force=force, splits=splits)  # a bad argument stops here, fast
+        import lightning as L
+
+        from imgcls.engine.build import build_module
+
         release_memory()  # before any loader worker is forked (see malloc.release_memory)
         L.seed_everything(plan.cfg.seed, workers=True, verbose=False)
         module = build_module(plan)  # what cannot train is refused before anything is written
@@ -74,6 +74,9 @@ def prepare_folder(plan: RunPlan) -> None:
 def fit(
     plan: RunPlan, module, *, progress: bool = True, on_epoch=None, extra_callbacks: list | None = None
 ) -> RunPaths:
+    from imgcls.engine.build import build_datamodule
+    from imgcls.engine.trainer import make_trainer, static_summary
+
     cfg, paths = plan.cfg, plan.paths
     datamodule = build_datamodule(plan, module, progress=progress)
     module.train()
