@@ -4,11 +4,13 @@ import json
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from imgcls.cli import main
 from imgcls.errors import ImgclsError
+from imgcls.rundir import LOCK_NAME
 
 from conftest import train_tiny, write_image
 
@@ -132,12 +134,17 @@ def test_two_real_processes_one_folder_and_ctrl_c(demo_data, tmp_path):
         text=True,
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
-    for _ in range(1200):  # until the first has finished an epoch: it holds the lock for sure
-        if (tmp_path / "r" / "metrics.csv").is_file() or first.poll() is not None:
-            break
-        time.sleep(0.1)
+
+    def wait_for(path: Path, text: str = "") -> None:
+        for _ in range(1200):
+            if (path.is_file() and text in path.read_text()) or first.poll() is not None:
+                return
+            time.sleep(0.1)
+
+    wait_for(tmp_path / "r" / LOCK_NAME, str(first.pid))  # the first holds the lock
     second = subprocess.run(argv, capture_output=True, text=True, timeout=300)
     assert second.returncode == 2 and f"PID {first.pid}" in second.stderr and "Traceback" not in second.stderr
+    wait_for(tmp_path / "r" / "metrics.csv", "\n1,")  # Ctrl-C after the first epoch is recorded
     first.send_signal(signal.SIGINT)
     _, err = first.communicate(timeout=300)
     assert first.returncode == 130 and "imgcls: interrupted" in err and "Traceback" not in err, err[-2000:]

@@ -124,7 +124,10 @@ def cmd_train(args) -> int:
     tune_malloc()
     paths = train(cfg, resume=args.resume is not None, progress=_progress(args), force=args.force)
     from imgcls.rundir import read_json
+    from imgcls.system import global_rank
 
+    if global_rank() != 0:  # under torchrun every process returns here; one line is enough
+        return 0
     summary = read_json(paths.summary)
     metric = summary.get("metric", "val_acc")
     print(
