@@ -1,6 +1,5 @@
 """scripts/gpu-check.sh: its CPU half passes here (no GPU), and a broken environment fails it."""
 
-import json
 import os
 import subprocess
 import sys
@@ -24,8 +23,7 @@ def test_cpu_half_passes_and_writes_its_logs(tmp_path):
     for model in ("attn_cnn",):
         assert len((tmp_path / f"metrics-{model}.csv").read_text().splitlines()) == 2  # header + 1 epoch
         assert "top-1" in (tmp_path / f"evaluate-{model}.log").read_text()
-    bench = json.loads((tmp_path / "bench-cpu.json").read_text())
-    assert [m["name"] for m in bench["measures"]] == ["pipeline"]
+    assert not list(tmp_path.glob("bench-*.json"))  # no GPU, no GPU numbers
 
 
 def test_a_python_without_torch_fails_the_script(tmp_path):

@@ -148,3 +148,21 @@ def test_training_starts_with_the_heap_given_back(monkeypatch):
     kept = rss_mb()
     release_memory()
     assert kept - before > 500 and rss_mb() - before < 200
+
+
+def test_trimmed_only_when_loader_workers_will_fork(demo_data, tmp_path, monkeypatch):
+    import imgcls.engine.build
+    import imgcls.engine.train
+
+    class Trimmed(Exception):
+        pass
+
+    class Built(Exception):
+        pass
+
+    monkeypatch.setattr(imgcls.engine.train, "release_memory", lambda: (_ for _ in ()).throw(Trimmed()))
+    monkeypatch.setattr(imgcls.engine.build, "build_module", lambda plan: (_ for _ in ()).throw(Built()))
+    with pytest.raises(Trimmed):
+        train_tiny(demo_data, tmp_path / "a", workers=1)
+    with pytest.raises(Built):  # no worker to fork: the trim (0.4 s in a large process) is skipped
+        train_tiny(demo_data, tmp_path / "b", workers=0)

@@ -14,7 +14,7 @@ def images_per_second(
     *,
     batch_size: int = 32,
     min_repeats: int = 5,
-    min_seconds: float = 1.5,
+    min_seconds: float = 0.5,
     budget_s: float = 20.0,
     cuda: bool = False,
 ) -> float:

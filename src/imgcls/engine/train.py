@@ -45,7 +45,8 @@ def train(
 
         from imgcls.engine.build import build_module
 
-        release_memory()  # before any loader worker is forked (see malloc.release_memory)
+        if plan.cfg.workers > 0:  # before any loader worker is forked (see malloc.release_memory)
+            release_memory()
         L.seed_everything(plan.cfg.seed, workers=True, verbose=False)
         module = build_module(plan)  # what cannot train is refused before anything is written
         if global_rank() == 0:  # one writer; other processes of a DDP run read the same files
