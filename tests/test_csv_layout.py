@@ -210,3 +210,30 @@ def test_csv_options_override_detection(tmp_path):
     assert discover(root, val_split=0.34, seed=0, csv=tags).task == "multilabel"
     with pytest.raises(ImgclsError, match="no column 'nope'"):
         discover(root, val_split=0.34, csv=CsvOptions(labels=str(root / "meta.csv"), image_col="nope"))
+
+
+def test_evaluate_reads_another_folder_through_the_csv_flags(tiny_run, demo_data, tmp_path, capsys):
+    """A folder whose label CSV has a name and columns of its own: evaluate reads it with the same flags as
+    train, every row is evaluated, and the numbers are those of the same images in the run's own layout."""
+    import json
+    import shutil
+
+    from imgcls.evaluate import evaluate
+
+    names = (demo_data / "classes.txt").read_text().split()
+    other, rows = tmp_path / "other", []
+    (other / "pics").mkdir(parents=True)
+    for i, f in enumerate(sorted((demo_data / "evaluation").glob("*.jpg"))):
+        shutil.copy(f, other / "pics" / f"img{i}.jpg")
+        rows.append([f"img{i}", names[int(f.name.split("_")[0])]])
+    write_table(other / "my_labels.csv", ["file", "dish"], rows)
+    flags = ["--labels", str(other / "my_labels.csv"), "--images", "pics", "--workers", "0"]
+    one_line_error(capsys, ["evaluate", str(tiny_run), "--data", str(other), *flags, "--image-col", "id"], "'id'")
+    assert main(["evaluate", str(tiny_run), "--data", str(other), *flags]) == 0
+    got = json.loads((tiny_run / "eval" / "on-other" / "evaluation" / "metrics.json").read_text())
+    own = evaluate(tiny_run, workers=0)
+    assert got["images"] == own["images"] == len(rows)
+    assert got["top1"] == pytest.approx(own["top1"]) and got["macro_f1"] == pytest.approx(own["macro_f1"])
+    # One class of the run is a subset to evaluate, not a dataset to refuse.
+    write_table(other / "my_labels.csv", ["file", "dish"], [r for r in rows if r[1] == names[0]])
+    assert main(["evaluate", str(tiny_run), "--data", str(other), *flags]) == 0

@@ -319,11 +319,15 @@ def cmd_check_data(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
+    from imgcls.config import config_overrides, resolve_config
     from imgcls.evaluate import evaluate
+    from imgcls.plan import csv_options
 
+    fields = {k: v for k, v in config_overrides(args).items() if k in CSV_FIELDS}
     r = evaluate(
         args.run,
         data=args.data,
+        csv=csv_options(resolve_config(None, fields)) if fields else None,
         split=args.split,
         batch_size=args.batch_size,
         workers=args.workers,
@@ -554,6 +558,7 @@ def build_parser() -> argparse.ArgumentParser:
                 "evaluated whole)",
             )
             p.add_argument("--gallery", type=int, default=16, help="how many confident errors errors.png shows")
+            _add_fields(p, CSV_FIELDS - {"task"})  # --data with a label CSV the run's data did not have
         else:
             p.add_argument("inputs", nargs="+", help="image files or folders")
             p.add_argument("--out", default="preds.csv")

@@ -14,6 +14,7 @@ from torchmetrics.functional.classification import (
     multiclass_recall,
 )
 
+from imgcls.data.csv_layout import CsvOptions
 from imgcls.data.layouts import SPLIT_ALIASES, DatasetSplits, canonical_split, discover
 from imgcls.engine.predictor import EXPORT_SUFFIXES, load_predictor, predict_samples
 from imgcls.errors import ImgclsError
@@ -139,8 +140,11 @@ def evaluate(
     engine: str | None = None,
     gallery: int = 16,
     tta: str | None = None,
+    csv: CsvOptions | None = None,
 ) -> dict:
-    """``split=None``: the held-out evaluation split, or validation when the data has none.
+    """``split=None``: the held-out evaluation split, or validation when the data has none. ``csv``: how
+    to read a label CSV (``--labels``, ``--image-col`` ...); given, the data is read through it even when it
+    is the run's own folder (whose recorded splits are used otherwise).
 
     ``run_dir`` may also be an exported ``.onnx``/``.safetensors`` file: its results go beside it
     (``eval/<file stem>/``), apart from the checkpoint's.
@@ -158,7 +162,7 @@ def evaluate(
         moved = " (the run's data folder has moved? point to it with --data DIR)" if data == run_data else ""
         raise ImgclsError(f"data folder not found: {data}{moved}")
     same = bool(run_data) and Path(data).resolve() == Path(run_data).resolve()
-    splits = run.splits(data) if same else discover(data, seed=0, for_eval=True)
+    splits = run.splits(data) if same and csv is None else discover(data, seed=0, for_eval=True, csv=csv)
     key, split_name, note = select_split(splits, split)
     if note:
         print(f"note: {note}")

@@ -281,7 +281,7 @@ def discover_csv(root: Path, table_path: Path, opts: CsvOptions, *, val_split, s
     if opts.task == "multilabel" and labels.task == "single":
         labels.task = "multilabel"  # one label per image, trained as multi-label
     index = {c: i for i, c in enumerate(labels.classes)}
-    if len(labels.classes) < 2:
+    if len(labels.classes) < 2 and not for_eval:  # evaluating a subset of a run's classes is fine
         raise ImgclsError(f"{table_path}: only one class ({', '.join(labels.classes)}); a classifier needs two or more")
     samples, missing, split_of = _samples(table_path, rows, image_col, files, labels, index, opts)
     notes = [(m, f"file not found (listed in {table_path.name})") for m in missing]
@@ -319,6 +319,8 @@ def discover_csv(root: Path, table_path: Path, opts: CsvOptions, *, val_split, s
         notes += t_missing
     else:
         labelled = True
+    if for_eval and train and not val and not test:  # one label CSV, only read to evaluate: all of it
+        train, test, labelled = [], train, True
     if not train and not for_eval:
         raise ImgclsError(f"{table_path}: no training rows")
     return DatasetSplits(
