@@ -257,7 +257,7 @@ def _samples(path: Path, rows: list[dict], image_col: str, files: _Folder, label
         shown = ", ".join(missing[:10]) + (f" ... ({len(missing)} in all)" if len(missing) > 10 else "")
         raise ImgclsError(
             f"{path}: {len(missing)} row(s) name files that are not in {files.folder}: {shown} "
-            "(--skip-missing trains without them and lists them in bad_files.txt)"
+            "(--skip-missing goes on without them; a training lists them in bad_files.txt)"
         )
     return list(out.values()), missing, split_of
 
