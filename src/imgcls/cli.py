@@ -166,7 +166,10 @@ def cmd_compare(args) -> int:
     cfg = resolve_config(args.config, overrides)
     tune_malloc()
     report = compare(cfg, specs, out, progress=_progress(args), retrain=args.retrain, force=args.force)
-    print(f"open {report} in a browser (or read {Path(report).with_suffix('.md')})")
+    from imgcls.system import global_rank
+
+    if global_rank() == 0:  # under torchrun only rank 0 writes the report
+        print(f"open {report} in a browser (or read {Path(report).with_suffix('.md')})")
     return 0
 
 

@@ -310,6 +310,15 @@ def parse_devices(cfg: TrainConfig, cuda: bool):
     return count
 
 
+def check_data_folder(cfg: TrainConfig, *, resume: bool = False) -> None:
+    """The data folder is there: said before the model's imports (seconds) and any scan."""
+    if not cfg.data:
+        raise ImgclsError("no data folder given: pass --data DIR")
+    if not Path(cfg.data).is_dir():
+        moved = " (has the data moved? resume with --data NEW_PATH)" if resume else ""
+        raise ImgclsError(f"data folder not found: {cfg.data}{moved}")
+
+
 def make_plan(
     cfg: TrainConfig,
     *,
@@ -320,11 +329,9 @@ def make_plan(
 ) -> RunPlan:
     """The plan of one training run. ``splits``: data already discovered (compare shares one discovery
     between its variants); ``write=False``: no run folder (lr-find)."""
+    if splits is None:
+        check_data_folder(cfg, resume=resume)
     model = ModelChoice.parse(cfg.model)  # an unknown model is reported before the data is scanned
-    if not cfg.data:
-        raise ImgclsError("no data folder given: pass --data DIR")
-    if resume and not Path(cfg.data).is_dir():
-        raise ImgclsError(f"data folder not found: {cfg.data} (has the data moved? resume with --data NEW_PATH)")
     paths = RunPaths(Path(default_out(cfg, model))) if write else None
     if splits is None and resume and paths is not None:
         splits = read_splits(paths, cfg.data)  # the exact splits the run started with

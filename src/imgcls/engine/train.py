@@ -14,7 +14,7 @@ from imgcls.data.scan import write_bad_files
 from imgcls.data.splitfile import write_splits
 from imgcls.errors import ImgclsError
 from imgcls.malloc import release_memory
-from imgcls.plan import RunPlan, default_out, make_plan, resume_config
+from imgcls.plan import RunPlan, check_data_folder, default_out, make_plan, resume_config
 from imgcls.rundir import RunLock, RunPaths, clear_run, folder_state, read_metrics, write_csv, write_json
 from imgcls.system import global_rank
 
@@ -38,6 +38,8 @@ def train(
     PID. ``on_epoch(rows)`` is called after each epoch's metrics.csv row is written (compare's ETA uses
     it); ``splits``: data already discovered (compare discovers once for all its variants).
     """
+    if splits is None:
+        check_data_folder(cfg, resume=resume)
     cfg = replace(cfg, out=default_out(cfg))
     with RunLock(Path(cfg.out)) if global_rank() == 0 else contextlib.nullcontext():
         plan = make_plan(cfg, resume=resume, force=force, splits=splits)  # a bad argument stops here, fast
