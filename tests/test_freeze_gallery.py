@@ -81,6 +81,29 @@ def test_evaluate_writes_the_error_gallery(tiny_run):
     assert (folder / "errors.png").stat().st_size > 5_000
 
 
+def test_gallery_cells_are_filled_and_captioned_whatever_the_photo_size(tmp_path):
+    """32 px photos are enlarged to the cell (Pillow's thumbnail() never enlarges), large ones reduced."""
+    import numpy as np
+    from PIL import Image
+
+    from imgcls.report.gallery import write_error_gallery
+
+    rows = []
+    for i, size in enumerate((32, 900)):
+        Image.new("RGB", (size, size), (220, 20, 20)).save(tmp_path / f"{i}.png")
+        rows.append(
+            {"path": str(tmp_path / f"{i}.png"), "true": "cat", "predicted": "dog", "probability": 0.9 - i / 10}
+        )
+    write_error_gallery(tmp_path, rows, title="validation")
+    grid = np.asarray(Image.open(tmp_path / "errors.png").convert("RGB")).astype(int)
+    red = (grid[..., 0] > 180) & (grid[..., 1] < 80) & (grid[..., 2] < 80)
+    half = grid.shape[1] // 4  # one cell of the four across
+    for cell in (red[:, :half], red[:, half : 2 * half]):
+        assert cell.sum() > 150 * 150, cell.sum()  # the 160 px square, not a 32 px stamp
+    dark = (grid.sum(axis=2) < 200)[:, :half]
+    assert dark[200:, :].sum() > 50  # caption text under the photo
+
+
 def test_evaluate_on_other_data_goes_to_its_own_folder(tiny_run, demo_data, tmp_path):
     import shutil
 

@@ -102,6 +102,9 @@ def _grid(path: Path, rows: list[dict], captions: list[str], heading: str) -> No
         x, y = (i % cols) * cell_w + pad, top + (i // cols) * cell_h + pad
         image = thumbnail(r["path"], thumb)
         if image is not None:
+            if max(image.size) < thumb:  # small photos fill the cell too (thumbnail() never enlarges)
+                k = thumb / max(image.size)
+                image = image.resize((max(1, round(image.width * k)), max(1, round(image.height * k))), Image.BICUBIC)
             canvas.paste(image, (x + (cell_w - 2 * pad - image.width) // 2, y + (thumb - image.height) // 2))
         for k, text in enumerate(lines):
             draw.text((x, y + thumb + 4 + k * line), text, fill="black", font=font)
