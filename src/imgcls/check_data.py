@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from imgcls.data.layouts import UNLABELED, DatasetSplits, Sample
+from imgcls.data.splitfile import relative_path
 from imgcls.errors import ImgclsError
 from imgcls.rundir import write_csv, write_json
 
@@ -44,13 +45,6 @@ def output_folder(data_root: Path, out: str | None) -> Path:
     if resolved.exists() and not resolved.is_dir():
         raise ImgclsError(f"--out {folder} is a file; give a folder")
     return folder
-
-
-def relative(path: str, root: Path) -> str:
-    try:
-        return Path(path).relative_to(root).as_posix()
-    except ValueError:
-        return Path(path).as_posix()
 
 
 def _every(splits: DatasetSplits) -> tuple[list[Sample], list[str]]:
@@ -238,7 +232,7 @@ def check_data(
         order = np.argsort(r["scores"], kind="stable")
         rows = [
             [
-                relative(samples[labelled[k]].path, root),
+                relative_path(samples[labelled[k]].path, root),
                 names_of(samples[labelled[k]].label),
                 names_of(r["suggested"][k]),
                 f"{r['scores'][k]:.6f}",
@@ -277,8 +271,8 @@ def check_data(
         found = duplicates(samples, names, scales, root=str(root), workers=workers)
         rows = [
             [
-                relative(samples[d["a"]].path, root),
-                relative(samples[d["b"]].path, root),
+                relative_path(samples[d["a"]].path, root),
+                relative_path(samples[d["b"]].path, root),
                 f"{d['similarity']:.4f}",
                 d["kind"],
                 d["splits"] + (" (train/test leakage)" if d["leak"] else ""),
@@ -302,7 +296,13 @@ def check_data(
         score, z = outliers(feats)
         flagged = [i for i in np.argsort(score) if z[i] < OUTLIER_Z]
         rows = [
-            [relative(samples[i].path, root), names[i], names_of(samples[i].label), f"{score[i]:.4f}", f"{z[i]:.2f}"]
+            [
+                relative_path(samples[i].path, root),
+                names[i],
+                names_of(samples[i].label),
+                f"{score[i]:.4f}",
+                f"{z[i]:.2f}",
+            ]
             for i in flagged
         ]
         write_csv(folder / "outliers.csv", ["path", "split", "label", "neighbour_similarity", "z"], rows)

@@ -280,19 +280,11 @@ def cmd_check_data(args) -> int:
     else:
         print(f"all {len(every)} images decode")
     if args.label_issues or args.duplicates or args.outliers:
-        from dataclasses import replace
-
         from imgcls.check_data import check_data
+        from imgcls.data.scan import without_bad
 
-        drop = {b.path for b in bad}
-        clean = replace(
-            splits,
-            train=[s for s in splits.train if s.path not in drop],
-            val=[s for s in splits.val if s.path not in drop],
-            test=[s for s in splits.test if s.path not in drop],
-        )
         r = check_data(
-            clean,
+            without_bad(splits, bad),
             out=args.out,
             label=args.label_issues,
             dupes=args.duplicates,

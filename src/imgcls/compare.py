@@ -52,14 +52,12 @@ def variant_config(base: TrainConfig, spec: str, out: Path) -> TrainConfig:
     """The base recipe for one variant. A comparison-wide --feature-cache does not apply to variants that
     train whole (nothing frozen to cache): they train from images."""
     from imgcls.models.registry import get_model_info, parse_model_spec
+    from imgcls.plan import asked_finetune
 
     model, overrides = parse_variant(spec)
     cfg = replace(base, model=model, out=str(out), **overrides)
     if cfg.feature_cache and "feature_cache" not in overrides:
-        pretrained = (
-            get_model_info(parse_model_spec(model)[0]).has_weights if cfg.pretrained is None else cfg.pretrained
-        )
-        if (cfg.finetune or ("head" if pretrained else "full")) == "full":
+        if asked_finetune(cfg, get_model_info(parse_model_spec(model)[0])) == "full":
             cfg = replace(cfg, feature_cache=None)
     return cfg
 

@@ -144,6 +144,12 @@ def discover_data(cfg: TrainConfig) -> DatasetSplits:
     return discover(cfg.data, val_split=cfg.val_split, seed=cfg.seed, csv=csv_options(cfg))
 
 
+def asked_finetune(cfg: TrainConfig, info: ModelInfo) -> str:
+    """--finetune as given, or its default: the head of a pretrained model, else the whole model."""
+    pretrained = info.has_weights if cfg.pretrained is None else cfg.pretrained
+    return cfg.finetune or ("head" if pretrained else "full")
+
+
 def resolve(cfg: TrainConfig, splits: DatasetSplits, model: ModelChoice | None = None) -> TrainConfig:
     """Every ``auto`` or unset field filled from the model, the data and the machine."""
     model = model or ModelChoice.parse(cfg.model)
@@ -153,7 +159,7 @@ def resolve(cfg: TrainConfig, splits: DatasetSplits, model: ModelChoice | None =
         raise ImgclsError(f"--num-classes {cfg.num_classes} does not match the data: {n} classes in {splits.root}")
     pretrained = info.has_weights if cfg.pretrained is None else cfg.pretrained
     image_size = cfg.image_size or info.default_image_size
-    finetune = _finetune(cfg, model, cfg.finetune or ("head" if pretrained else "full"), n, image_size)
+    finetune = _finetune(cfg, model, asked_finetune(cfg, info), n, image_size)
     # The feature cache serves head and last:N training; by default it is on when augmentation is off.
     if parse_finetune(finetune) is None:
         feature_cache = 0

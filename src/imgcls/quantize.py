@@ -124,11 +124,6 @@ def agreement(reference, candidate, samples) -> dict:
     }
 
 
-def top1_agreement(reference, candidate, samples) -> tuple[float, int]:
-    r = agreement(reference, candidate, samples)
-    return r["int8_top1_agreement"], r["agreement_images"]
-
-
 def quantize_int8(fp32, out: Path, *, calibration, validation, calib_images: int = 256) -> dict:
     """Write ``out`` (int8) from the fp32 predictor's file; returns the agreement numbers, or raises
     (removing ``out``) when the answers change too much (see the module docstring)."""

@@ -29,6 +29,7 @@ class ImageDataModule(L.LightningDataModule):
         """``start_epoch``: the first epoch this fit runs (a resumed run's next one); ``num_classes``:
         multi-label targets are multi-hot vectors this long; ``eval_crop``: validation centre-crops."""
         super().__init__()
+        self._val: DataLoader | None = None  # validation's loader, made once its workers are started
         self.num_classes = num_classes
         self.eval_crop = eval_crop
         self.balanced = balanced
@@ -66,7 +67,7 @@ class ImageDataModule(L.LightningDataModule):
     def start_validation_workers(self) -> None:
         """Validation's loader workers start now, while this process is small (before the model trains):
         started at the first validation they would each hold a snapshot of the grown heap."""
-        if self.workers > 0 and getattr(self, "_val", None) is None:
+        if self.workers > 0 and self._val is None:
             self._val = self._val_loader()
             iter(self._val)  # persistent workers: they stay for every later validation
 
@@ -78,5 +79,4 @@ class ImageDataModule(L.LightningDataModule):
         )
 
     def val_dataloader(self) -> DataLoader:
-        loader = getattr(self, "_val", None)
-        return loader if loader is not None else self._val_loader()
+        return self._val if self._val is not None else self._val_loader()

@@ -11,6 +11,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from imgcls.data.samples import DatasetSplits, Sample
+from imgcls.data.splitfile import relative_path
 from imgcls.errors import ImgclsError
 
 log = logging.getLogger(__name__)
@@ -45,12 +46,6 @@ def apply_edits(splits: DatasetSplits, *, exclude: str | None, relabel: str | No
     everything = splits.train + splits.val + splits.test
     by_path = {str(Path(s.path)).replace("\\", "/"): s for s in everything}
 
-    def rel(path: str) -> str:
-        try:
-            return Path(path).relative_to(root).as_posix()
-        except ValueError:
-            return path
-
     def name(label) -> str:
         return " ".join(splits.classes[c] for c in label) if isinstance(label, tuple) else splits.classes[label]
 
@@ -62,7 +57,8 @@ def apply_edits(splits: DatasetSplits, *, exclude: str | None, relabel: str | No
         if len(drop) < len(listed):
             log.warning("%s: %d listed path(s) are not in %s (ignored)", exclude, len(listed) - len(drop), root)
         edits += [
-            [rel(p), "exclude", name(by_path[p].label) if by_path[p].label != -1 else "", ""] for p in sorted(drop)
+            [relative_path(p, root), "exclude", name(by_path[p].label) if by_path[p].label != -1 else "", ""]
+            for p in sorted(drop)
         ]
     new_labels: dict[str, object] = {}
     if relabel:
@@ -84,7 +80,7 @@ def apply_edits(splits: DatasetSplits, *, exclude: str | None, relabel: str | No
             label = tuple(sorted(index[n] for n in names)) if splits.task == "multilabel" else index[names[0]]
             if label != by_path[key].label:
                 new_labels[key] = label
-                edits.append([rel(key), "relabel", name(by_path[key].label), name(label)])
+                edits.append([relative_path(key, root), "relabel", name(by_path[key].label), name(label)])
         if unknown_paths:
             shown = ", ".join(unknown_paths[:10])
             raise ImgclsError(f"{relabel}: {len(unknown_paths)} path(s) are not images of {root}: {shown}")

@@ -117,6 +117,13 @@ def summarize(bad: list[BadFile]) -> str:
     return ", ".join(f"{n} {kind}" for kind, n in counts.most_common())
 
 
+def without_bad(splits: DatasetSplits, bad: list[BadFile]) -> DatasetSplits:
+    """``splits`` with the bad files left out of every split."""
+    drop = {b.path for b in bad}
+    keep = lambda xs: [s for s in xs if s.path not in drop]  # noqa: E731
+    return replace(splits, train=keep(splits.train), val=keep(splits.val), test=keep(splits.test))
+
+
 def scan_splits(splits: DatasetSplits, *, strict: bool = False) -> tuple[DatasetSplits, list[BadFile]]:
     """Splits without the bad files (and the bad files), or ImgclsError in strict mode."""
     every = splits.train + splits.val + splits.test
@@ -132,9 +139,7 @@ def scan_splits(splits: DatasetSplits, *, strict: bool = False) -> tuple[Dataset
     log.warning(
         "skipping %d bad image file(s) in %s (%s); listed in bad_files.txt", len(bad), splits.root, summarize(bad)
     )
-    drop = {b.path for b in bad}
-    keep = lambda xs: [s for s in xs if s.path not in drop]  # noqa: E731
-    cleaned = replace(splits, train=keep(splits.train), val=keep(splits.val), test=keep(splits.test))
+    cleaned = without_bad(splits, bad)
     if not cleaned.train or not cleaned.val:
         raise ImgclsError(
             f"no readable images left in {'training' if not cleaned.train else 'validation'} "

@@ -15,12 +15,14 @@ from imgcls.rundir import RunPaths, write_csv
 SPLITS = ("train", "val", "test")
 
 
-def _relative(path: str, root: Path) -> str:
+def relative_path(path: str, root: Path) -> str:
+    """``path`` relative to ``root`` with forward slashes (as the CSVs of a run or a check name files),
+    or whole when it lies outside ``root``."""
     p = Path(path)
     try:
         return p.relative_to(root).as_posix()
     except ValueError:
-        return str(p)
+        return p.as_posix()
 
 
 def _label_text(label) -> str:
@@ -32,7 +34,7 @@ def write_splits(paths: RunPaths, splits: DatasetSplits) -> None:
     unlabeled held-out split is listed with label -1."""
     root = Path(splits.root)
     multi = splits.task == "multilabel"
-    rows = [[name, _relative(s.path, root), _label_text(s.label)] for name in SPLITS for s in splits.split(name)]
+    rows = [[name, relative_path(s.path, root), _label_text(s.label)] for name in SPLITS for s in splits.split(name)]
     write_csv(paths.splits, ["split", "path", "labels" if multi else "label"], rows)
 
 

@@ -107,10 +107,6 @@ class TensorDataModule(ImageDataModule):
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.train_store, True)
 
-    def val_dataloader(self) -> DataLoader:
-        loader = getattr(self, "_val", None)
-        return loader if loader is not None else self._val_loader()
-
     def to_model_input(self, batch, training: bool):
         """(canvas, sizes, labels) on the device -> (normalised images, labels)."""
         canvas, sizes, y = batch

@@ -8,14 +8,12 @@ import json
 from pathlib import Path
 
 from imgcls.report.build import CSS
-from imgcls.report.gallery import thumbnail_jpeg_b64
+from imgcls.report.gallery import figure_html
 from imgcls.rundir import atomic_write_text
 
 
 def _thumb(root: Path, path: str, caption: str) -> str:
-    data = thumbnail_jpeg_b64(str(root / path))
-    image = f'<img alt="{html.escape(path)}" src="data:image/jpeg;base64,{data}">' if data else "<p>(unreadable)</p>"
-    return f'<figure class="thumb">{image}<figcaption>{caption}</figcaption></figure>'
+    return figure_html(str(root / path), caption, alt=path, unreadable="(unreadable)")
 
 
 def write_check_report(folder: Path, root: Path, summary: dict, sections: dict) -> Path:

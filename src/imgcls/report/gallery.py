@@ -111,15 +111,20 @@ def _grid(path: Path, rows: list[dict], captions: list[str], heading: str) -> No
     atomic_write(Path(path), lambda fh: canvas.save(fh, format="PNG", optimize=False), binary=True)
 
 
-def _figure(row: dict, caption: str) -> str:
-    data = thumbnail_jpeg_b64(row["path"])
+def figure_html(path: str, caption: str, *, alt: str, unreadable: str = "") -> str:
+    """One thumbnail (embedded JPEG) with its HTML ``caption``; a file that no longer decodes gives
+    ``unreadable`` in its place (or nothing)."""
+    data = thumbnail_jpeg_b64(path)
     if data is None:
-        return ""
-    alt = html.escape(f"{Path(row['path']).name}: {caption}")
+        return unreadable and f'<figure class="thumb"><p>{unreadable}</p><figcaption>{caption}</figcaption></figure>'
     return (
-        f'<figure class="thumb"><img alt="{alt}" src="data:image/jpeg;base64,{data}">'
+        f'<figure class="thumb"><img alt="{html.escape(alt)}" src="data:image/jpeg;base64,{data}">'
         f"<figcaption>{caption}</figcaption></figure>"
     )
+
+
+def _figure(row: dict, caption: str) -> str:
+    return figure_html(row["path"], caption, alt=f"{Path(row['path']).name}: {caption}")
 
 
 def gallery_html(rows: list[dict], *, count: int = 16, per_class: int = 3, max_classes: int = 30) -> str:
