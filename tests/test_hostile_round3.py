@@ -151,6 +151,40 @@ def test_a_full_disk_is_a_message_and_leaves_nothing_half_written(tiny_run, demo
     assert {p.name: p.read_bytes() for p in (run / "eval" / "evaluation").iterdir()} == before
 
 
+def test_ctrl_c_inside_a_checkpoint_write_finishes_the_file_then_stops(tmp_path):
+    # Seen in CI: SIGINT landed inside torch.save's zip writer, which swallowed the KeyboardInterrupt and
+    # failed with "unexpected pos" (a traceback, exit 1). The write now ends first, then the interrupt.
+    import signal
+
+    import torch
+
+    from imgcls.rundir import atomic_write
+
+    class InterruptedMidway:
+        def __init__(self, fh):
+            self.fh, self.sent = fh, False
+
+        def write(self, data):
+            if not self.sent:
+                self.sent = True
+                os.kill(os.getpid(), signal.SIGINT)
+            return self.fh.write(data)
+
+        def flush(self):
+            self.fh.flush()
+
+    state = {"w": torch.arange(100_000, dtype=torch.float32)}
+    # Python's own handler, as at a terminal (an in-process Lightning interrupt earlier sets SIG_IGN).
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            atomic_write(tmp_path / "last.ckpt", lambda fh: torch.save(state, InterruptedMidway(fh)), binary=True)
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert torch.equal(torch.load(tmp_path / "last.ckpt")["w"], state["w"]) and not _leftovers(tmp_path)
+
+
 @pytest.mark.parametrize(
     "argv, message",
     [

@@ -6,6 +6,8 @@ import csv
 import errno
 import json
 import os
+import signal
+import threading
 import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -97,16 +99,41 @@ def atomic_write(path: Path, write, *, binary: bool = False) -> None:
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
     try:
-        with open(tmp, "wb" if binary else "w") as fh:
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
+        with interrupts_deferred():
+            with open(tmp, "wb" if binary else "w") as fh:
+                write(fh)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
     except BaseException as exc:
         tmp.unlink(missing_ok=True)
         if out_of_space(exc):
             raise ImgclsError(f"no space left on the device while writing {path}; {path.name} is unchanged") from None
         raise
+
+
+@contextmanager
+def interrupts_deferred():
+    """Ctrl+C while the body runs is raised when it ends, not inside it.
+
+    A KeyboardInterrupt raised inside a C++ writer's callback (torch.save's zip writer) is swallowed
+    there and surfaces as "unexpected pos": a traceback instead of "interrupted". The write takes
+    milliseconds, so the user waits that long and the file is finished. Only the main thread can set
+    handlers, and a handler someone else installed (Lightning's SIG_IGN during shutdown) is left alone.
+    """
+    if threading.current_thread() is not threading.main_thread() or (
+        signal.getsignal(signal.SIGINT) is not signal.default_int_handler
+    ):
+        yield
+        return
+    pending: list[int] = []
+    signal.signal(signal.SIGINT, lambda signum, frame: pending.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    if pending:
+        raise KeyboardInterrupt
 
 
 def out_of_space(exc: BaseException | None) -> bool:
