@@ -110,15 +110,19 @@ def test_ema_weights_are_what_is_checkpointed_and_evaluated(demo_data, tmp_path)
     from imgcls.models.weights import load_state_dict_file
 
     paths = train_tiny(demo_data, tmp_path / "e", epochs=2, ema=0.9)
-    ckpt = load_state_dict_file(paths.best)
-    averaged, raw = ckpt["state_dict"], ckpt["current_model_state"]
+    last, best = load_state_dict_file(paths.last), load_state_dict_file(paths.best)
+    averaged, raw = last["state_dict"], last["current_model_state"]
     changed = [
         k
         for k in averaged
         if k.startswith("model.") and averaged[k].is_floating_point() and not torch.equal(averaged[k], raw[k])
     ]
-    assert changed  # the checkpoint's weights are the averaged ones, not the raw ones
+    assert changed  # the checkpoint's weights are the averaged ones; the raw ones are kept for resuming
+    # best.ckpt holds the averaged weights only: no optimizer state, no raw weights (never read back).
+    assert not {"optimizer_states", "lr_schedulers", "current_model_state"} & set(best)
     summary = json.loads(paths.summary.read_text())
+    if summary["best_epoch"] == 2:
+        assert all(torch.equal(best["state_dict"][k], averaged[k]) for k in averaged)
     r = evaluate(paths.root, split="validation", workers=0, engine="torch")
     assert r["top1"] == pytest.approx(summary["best_val_acc"], abs=1e-6)
 

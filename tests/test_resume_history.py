@@ -88,7 +88,10 @@ def test_kill_9_after_the_best_epoch_resumes_after_the_last_completed_one(demo_d
     before = read_metrics(run / "metrics.csv")
     assert [r["epoch"] for r in before] == [1, 2, 3]
     assert _ckpt_epoch(run / "checkpoints" / "last.ckpt") == 2
+    half = run / "checkpoints" / ".last.ckpt.99999.0badf00d.tmp"  # what a kill inside the write leaves
+    half.write_bytes(b"PK\x03\x04" + b"\0" * 1000)
     train(resume_config(run, {}), resume=True, progress=False)
+    assert not half.exists()
     rows = read_metrics(run / "metrics.csv")
     assert [r["epoch"] for r in rows] == [1, 2, 3, 4, 5, 6] and rows[:3] == before
 

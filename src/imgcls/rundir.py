@@ -366,6 +366,10 @@ class RunLock:
         self.fh.truncate()
         self.fh.write(f"{os.getpid()}\n")
         self.fh.flush()
+        # Only a lock holder writes checkpoints/, so a temporary file there is a killed writer's half
+        # checkpoint (as large as the model and its optimizer state): gone before anything is written.
+        for tmp in (self.root / "checkpoints").glob(".*.tmp"):
+            tmp.unlink(missing_ok=True)
         return self
 
     def __exit__(self, *exc) -> None:

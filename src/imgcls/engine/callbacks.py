@@ -147,11 +147,20 @@ def device_name() -> str:
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """Checkpoints go to a temporary file that is fsynced and renamed: a kill never leaves half a file."""
+    """Checkpoints go to a temporary file that is fsynced and renamed: a kill never leaves half a file.
+
+    ``best.ckpt`` is only ever read for its weights (a resume starts from ``last.ckpt``), so it is written
+    without the optimizer and scheduler state and without EMA's raw weights: with Adam that is a third of
+    the bytes written each time the best epoch improves (ViT-B/16: 1.03 GB -> 0.35 GB).
+    """
+
+    ONLY_FOR_RESUMING = ("optimizer_states", "lr_schedulers", "current_model_state")
 
     def save_checkpoint(self, checkpoint: dict, path, storage_options=None) -> None:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
+        if path.name == "best.ckpt":
+            checkpoint = {k: v for k, v in checkpoint.items() if k not in self.ONLY_FOR_RESUMING}
         atomic_write(path, lambda fh: torch.save(checkpoint, fh), binary=True)
 
     def load_checkpoint(self, path, map_location=None, weights_only=None) -> dict:
