@@ -161,7 +161,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         path.parent.mkdir(parents=True, exist_ok=True)
         if path.name == "best.ckpt":
             checkpoint = {k: v for k, v in checkpoint.items() if k not in self.ONLY_FOR_RESUMING}
-        atomic_write(path, lambda fh: torch.save(checkpoint, fh), binary=True)
+        atomic_write(path, lambda fh: torch.save(checkpoint, fh), binary=True, unbuffered=True)
 
     def load_checkpoint(self, path, map_location=None, weights_only=None) -> dict:
         from imgcls.models.weights import load_state_dict_file
