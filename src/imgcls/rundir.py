@@ -105,7 +105,7 @@ def atomic_write(path: Path, write, *, binary: bool = False, unbuffered: bool = 
     try:
         with interrupts_deferred():
             with open(tmp, "wb" if binary else "w", buffering=0 if unbuffered else -1) as fh:
-                write(fh)
+                write(_WholeWrites(fh) if unbuffered else fh)
                 fh.flush()
                 os.fsync(fh.fileno())
             os.replace(tmp, path)
@@ -114,6 +114,24 @@ def atomic_write(path: Path, write, *, binary: bool = False, unbuffered: bool = 
         if out_of_space(exc):
             raise ImgclsError(f"no space left on the device while writing {path}; {path.name} is unchanged") from None
         raise
+
+
+class _WholeWrites:
+    """A raw file whose ``write`` never stops short: write(2) may (2 GB at most per call on Linux), and
+    torch.save's writer ignores the count it returns."""
+
+    def __init__(self, raw):
+        self.raw = raw
+
+    def write(self, data) -> int:
+        view = memoryview(data).cast("B")
+        done = 0
+        while done < len(view):
+            done += self.raw.write(view[done:])
+        return done
+
+    def flush(self) -> None:
+        self.raw.flush()
 
 
 @contextmanager
