@@ -127,7 +127,10 @@ class _WholeWrites:
         view = memoryview(data).cast("B")
         done = 0
         while done < len(view):
-            done += self.raw.write(view[done:])
+            written = self.raw.write(view[done:])
+            if not written:  # never loop forever on a file that takes nothing
+                raise OSError(errno.EIO, f"a write to {getattr(self.raw, 'name', 'a file')} made no progress")
+            done += written
         return done
 
     def flush(self) -> None:
