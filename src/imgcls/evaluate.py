@@ -16,7 +16,7 @@ from torchmetrics.functional.classification import (
 
 from imgcls.data.csv_layout import CsvOptions
 from imgcls.data.layouts import SPLIT_ALIASES, DatasetSplits, canonical_split, discover
-from imgcls.engine.predictor import EXPORT_SUFFIXES, load_predictor, predict_samples
+from imgcls.engine.predictor import EXPORT_SUFFIXES, check_batch_args, load_predictor, predict_samples
 from imgcls.errors import ImgclsError
 from imgcls.plan import open_saved_run
 from imgcls.report.figures import confusion_png
@@ -43,13 +43,6 @@ def select_split(splits: DatasetSplits, split: str | None) -> tuple[str, str, st
         return "test", SPLIT_DIRNAMES["test"], None
     why = "is unlabeled" if splits.test else "does not exist"
     return "val", SPLIT_DIRNAMES["val"], f"the evaluation split of {splits.root} {why}: evaluated on validation"
-
-
-def check_batch_args(batch_size: int, workers: int | None) -> None:
-    if batch_size < 1:
-        raise ImgclsError(f"--batch-size must be at least 1, got {batch_size}")
-    if workers is not None and workers < 0:
-        raise ImgclsError(f"--workers must be 0 or more, got {workers}")
 
 
 def _labels_in_run_order(splits: DatasetSplits, split: str, run_classes: list[str], *, multilabel: bool) -> list:

@@ -11,9 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from imgcls.data.layouts import samples_with_ids
-from imgcls.engine.predictor import load_predictor, predict_samples
+from imgcls.engine.predictor import check_batch_args, load_predictor, predict_samples
 from imgcls.errors import ImgclsError
-from imgcls.evaluate import check_batch_args
 from imgcls.rundir import write_csv
 
 

@@ -300,6 +300,14 @@ def load_predictor(ref: str | Path, *, engine: str | None = None, checkpoint: st
 
 
 @torch.no_grad()
+def check_batch_args(batch_size: int, workers: int | None) -> None:
+    """The batch arguments of every command that runs ``predict_samples`` (evaluate, predict)."""
+    if batch_size < 1:
+        raise ImgclsError(f"--batch-size must be at least 1, got {batch_size}")
+    if workers is not None and workers < 0:
+        raise ImgclsError(f"--workers must be 0 or more, got {workers}")
+
+
 def predict_samples(
     predictor: Predictor,
     samples: list[Sample],
