@@ -51,7 +51,8 @@ def planted(tmp_path_factory):
 @pytest.fixture(scope="module")
 def checked(planted, tmp_path_factory):
     out = tmp_path_factory.mktemp("out") / "report"
-    argv = ["check-data", str(planted), "--val-split", "0.2", "--label-issues", "--duplicates", "--outliers"]
+    # train/ + test/ and no validation split: nothing is trained, so none is asked for (was: "pass --val-split").
+    argv = ["check-data", str(planted), "--label-issues", "--duplicates", "--outliers"]
     assert main(argv + ["--image-size", "64", "--out", str(out), "--workers", "0"]) == 0
     return out
 
@@ -95,6 +96,15 @@ def test_outliers_counts_summary_and_report(checked, planted):
     page = (checked / "report.html").read_text()
     assert "data:image/jpeg;base64," in page and "flipped.jpg" in page and "Duplicates" in page
     assert not list(planted.rglob("report.html"))  # nothing written into the data folder
+
+
+def test_one_folder_of_class_folders_is_checked_as_training_images(planted, tmp_path):
+    # No split folders and no --val-split: its images are what a training would learn from.
+    out = tmp_path / "report"
+    argv = ["check-data", str(planted / "train"), "--label-issues", "--folds", "3", "--image-size", "32"]
+    assert main(argv + ["--out", str(out), "--workers", "0"]) == 0
+    scored = rows(out / "label_quality.csv")
+    assert len(scored) == sum(1 for p in (planted / "train").rglob("*") if p.is_file())
 
 
 def test_default_out_and_refusals(planted, tmp_path, monkeypatch, capsys):

@@ -263,7 +263,12 @@ def cmd_check_data(args) -> int:
 
         fields = {k: v for k, v in config_overrides(args).items() if k in CSV_FIELDS}
         cfg = resolve_config(None, {**fields, "val_split": args.val_split})
-        splits = discover(args.data, val_split=cfg.val_split, csv=csv_options(cfg))
+        # Nothing is trained here: data without a validation split is checked as it is, unless asked.
+        splits = discover(args.data, val_split=cfg.val_split, csv=csv_options(cfg), for_eval=cfg.val_split is None)
+        if not splits.train and not splits.val and splits.test_labeled:
+            # One folder of class folders (or one label CSV) read as it is: its images are what a
+            # training would learn from, so --label-issues scores them (it leaves a held-out test/ alone).
+            splits.train, splits.test, splits.test_labeled = splits.test, [], False
     every = splits.train + splits.val + splits.test
     bad = scan_samples(every, root=splits.root)
     kind = "multi-label" if splits.task == "multilabel" else "single-label"
