@@ -89,7 +89,7 @@ def _entry(kind):
     return folder
 
 
-@pytest.mark.parametrize("damage", ["truncate", "garbage", "meta"])
+@pytest.mark.parametrize("damage", ["truncate", "garbage", "meta", "other version"])
 def test_a_damaged_feature_cache_is_rebuilt_with_a_warning(demo_data, tmp_path, monkeypatch, caplog, damage):
     from imgcls.data.layouts import discover
     from imgcls.data.transforms import build_eval_transform
@@ -110,8 +110,13 @@ def test_a_damaged_feature_cache_is_rebuilt_with_a_warning(demo_data, tmp_path, 
         blob = bytearray(target.read_bytes())
         blob[200:] = np.random.default_rng(0).integers(0, 256, len(blob) - 200, dtype=np.uint8).tobytes()
         target.write_bytes(bytes(blob))
-    else:
+    elif damage == "meta":
         (folder / "meta.json").write_text("{not json")
+    else:  # whole and consistent, but its parts have other names (a cache written by another version)
+        meta = json.loads((folder / "meta.json").read_text())
+        meta["files"]["feats.npy"] = meta["files"].pop("features.npy")
+        target.rename(folder / "feats.npy")
+        (folder / "meta.json").write_text(json.dumps(meta))
     again = get_features(backbone, samples, **kw)
     assert not again.hit and np.array_equal(np.asarray(again.features), first)
     assert "damaged features cache entry" in caplog.text
@@ -130,6 +135,24 @@ def test_a_truncated_image_store_is_rebuilt(tmp_path, monkeypatch, caplog):
     again = get_store(samples, short=32, workers=0, progress=False)
     assert not again.hit and np.array_equal(again.image(1), pixels)
     assert "damaged decoded cache entry" in caplog.text
+
+
+def test_a_scan_cache_from_another_version_is_rebuilt(tmp_path, monkeypatch, caplog):
+    # Seen on food5: an entry with verdicts.json (an earlier layout) made check-data a KeyError traceback.
+    from imgcls.cache import CacheEntry
+    from imgcls.data.layouts import Sample
+    from imgcls.data.scan import scan_samples
+
+    monkeypatch.setenv("IMGCLS_CACHE", str(tmp_path / "cache"))
+    root = tmp_path / "d"
+    good = write_image(root / "a.png", size=(20, 20))
+    (root / "b.png").write_bytes(b"not an image")
+    old = CacheEntry("scan", root=str(root.resolve()))
+    old.put("verdicts.json", {str(good): [1, 2, None]})
+    old.commit({"root": str(root.resolve())})
+    bad = scan_samples([Sample(str(good), 0), Sample(str(root / "b.png"), 0)], root=str(root), workers=0)
+    assert [b.path for b in bad] == [str(root / "b.png")]
+    assert "written by another version" in caplog.text
 
 
 def test_a_bad_sidecar_file_on_a_run_export_is_one_line(exported, tmp_path):

@@ -77,13 +77,18 @@ class CacheEntry:
         self._parts: dict[str, Path] = {}
 
     # -- reading ------------------------------------------------------------------------------------
-    def load(self, *, mmap: bool = True) -> tuple[dict, dict[str, Any]] | None:
+    def load(self, *, mmap: bool = True, require: tuple[str, ...] = ()) -> tuple[dict, dict[str, Any]] | None:
         """(meta, {name: array or parsed JSON}) of a complete entry; None when there is none. A damaged
-        entry is removed with a warning and also gives None (the caller rebuilds it)."""
+        entry, or one without a ``require``d part (written by another version of imgcls), is removed with a
+        warning and also gives None (the caller rebuilds it)."""
         if not (self.folder / META).is_file():
             return None
         try:
-            return self._load(mmap)
+            meta, parts = self._load(mmap)
+            missing = [name for name in require if name not in parts]
+            if missing:
+                raise DamagedEntry(f"no {', '.join(missing)}: written by another version of imgcls")
+            return meta, parts
         except DamagedEntry as exc:
             log.warning("damaged %s cache entry %s (%s): rebuilding it", self.kind, self.folder, exc)
             shutil.rmtree(self.folder, ignore_errors=True)

@@ -106,7 +106,7 @@ def _as_is(item):
 def get_store(samples: list[Sample], *, short: int, workers: int | None = None, progress: bool = True) -> ImageStore:
     """The store for ``samples`` at short side ``short``, filled (on all cores) on a miss."""
     entry = CacheEntry("decoded", format=FORMAT, short=short, files=file_fingerprint(samples, labels=False))
-    found = entry.load()
+    found = entry.load(require=("pixels", "index"))
     if found is not None:
         return _loaded(entry, *found, hit=True)
     t0 = time.perf_counter()

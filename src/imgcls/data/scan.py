@@ -56,8 +56,10 @@ def per_file(samples: list[Sample], fn, *, kind: str, root: str, workers: int | 
     path, size and mtime (a second pass over the same folder is instant); computed on all cores.
     Files that cannot be stat-ed get ``missing``."""
     entry = CacheEntry(kind, root=str(Path(root).resolve()))
-    found = entry.load(mmap=False)
+    found = entry.load(mmap=False, require=("values",))
     cache = found[1]["values"] if found is not None else {}
+    if not isinstance(cache, dict):
+        cache = {}
     values: dict[str, object] = {}
     todo = []
     for s in samples:
@@ -68,7 +70,7 @@ def per_file(samples: list[Sample], fn, *, kind: str, root: str, workers: int | 
             values[s.path] = missing
             continue
         hit = cache.get(s.path)
-        if hit and hit[:2] == stamp:
+        if isinstance(hit, list) and len(hit) == 3 and hit[:2] == stamp:
             values[s.path] = hit[2]
         else:
             todo.append((s.path, stamp))

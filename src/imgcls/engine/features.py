@@ -99,7 +99,7 @@ def get_features(
         seed=seed,
         files=file_fingerprint(samples),
     )
-    found = entry.load()
+    found = entry.load(require=("features", "labels"))
     if found is not None:
         return _loaded(entry, *found, hit=True)
     from imgcls.engine.predictor import predict_samples, predictor_for_module
