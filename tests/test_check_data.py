@@ -93,8 +93,10 @@ def test_outliers_counts_summary_and_report(checked, planted):
     assert [r["class"] for r in counts] == ["c0", "c1", "c2"] and int(counts[1]["test"]) == 4
     summary = json.loads((checked / "summary.json").read_text())
     assert summary["label_issues"]["flagged"] >= 1 and summary["duplicates"]["leaks"] >= 1
+    assert 0.5 < summary["label_issues"]["probe_accuracy"] <= 1.0  # how far to trust the flags
     page = (checked / "report.html").read_text()
     assert "data:image/jpeg;base64," in page and "flipped.jpg" in page and "Duplicates" in page
+    assert "out-of-fold accuracy is" in page
     assert not list(planted.rglob("report.html"))  # nothing written into the data folder
 
 
@@ -192,4 +194,5 @@ def test_label_issues_on_multilabel_csv_data(tmp_path):
     quality = rows(out / "label_quality.csv")
     names = {"apple_pie", "baklava", "beef_tartare"}
     assert quality and all(set(r["given"].split()) <= names and set(r["suggested"].split()) <= names for r in quality)
-    assert json.loads((out / "summary.json").read_text())["task"] == "multilabel"
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["task"] == "multilabel" and 0.0 < summary["label_issues"]["probe_mAP"] <= 1.0

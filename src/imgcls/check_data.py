@@ -101,6 +101,7 @@ def label_issues(
         from cleanlab.multilabel_classification import rank as ml_rank
 
         given = [list(label) for label in labels]
+        probe = ("mAP", _probe_map(probs, labels, n_classes))
         flagged = ml_filter.find_label_issues(given, probs)
         scores = ml_rank.get_label_quality_scores(given, probs)
         suggested = [tuple(np.flatnonzero(p >= 0.5)) for p in probs]
@@ -110,6 +111,7 @@ def label_issues(
             noise.append(float(np.mean([flagged[i] for i in with_c])) if with_c else 0.0)
     else:
         y = np.array(labels)
+        probe = ("accuracy", float((probs.argmax(1) == y).mean()))
         flagged = cleanlab.filter.find_label_issues(y, probs)
         scores = cleanlab.rank.get_label_quality_scores(y, probs)
         suggested = probs.argmax(1).tolist()
@@ -122,7 +124,19 @@ def label_issues(
         "scores": np.asarray(scores),
         "suggested": suggested,
         "noise": noise,
+        "probe": probe,
     }
+
+
+def _probe_map(probs: np.ndarray, labels: list[tuple[int, ...]], n_classes: int) -> float:
+    """Macro mean average precision of the out-of-fold probabilities against the given labels."""
+    import torch
+    from torchmetrics.functional.classification import multilabel_average_precision
+
+    target = torch.zeros(len(labels), n_classes, dtype=torch.long)
+    for i, label in enumerate(labels):
+        target[i, list(label)] = 1
+    return float(multilabel_average_precision(torch.from_numpy(probs).float(), target, n_classes, average="macro"))
 
 
 def duplicates(
@@ -261,6 +275,8 @@ def check_data(
             "flagged": len(issues),
             "folds": folds,
             "views": views,
+            # How far to trust the flags: where the probe is often wrong, many flags are its own mistakes.
+            f"probe_{r['probe'][0]}": round(r["probe"][1], 4),
             "seconds": round(time.perf_counter() - t, 2),
         }
         sections["issues"] = [dict(zip(["path", "given", "suggested", "score"], row)) for row in issues[:48]]

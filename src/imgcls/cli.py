@@ -303,8 +303,11 @@ def cmd_check_data(args) -> int:
         )
         if "label_issues" in r:
             li = r["label_issues"]
+            name, quality = next((k.removeprefix("probe_"), v) for k, v in li.items() if k.startswith("probe_"))
             print(
-                f"label issues: {li['flagged']} of {li['checked']} labelled images flagged ({li['seconds']}s) -> label_issues.csv"
+                f"label issues: {li['flagged']} of {li['checked']} labelled images flagged ({li['seconds']}s) -> "
+                f"label_issues.csv (probe out-of-fold {name} {quality:.3f}: the lower it is, the more flags are "
+                "the probe's own mistakes)"
             )
         if "duplicates" in r:
             d = r["duplicates"]

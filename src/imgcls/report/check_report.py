@@ -26,7 +26,14 @@ def write_check_report(folder: Path, root: Path, summary: dict, sections: dict) 
         parts.append(
             f"<h2>Suspected label issues ({s['flagged']} of {s['checked']}; the {len(sections['issues'])} most suspicious)</h2>"
             "<p class='note'>Out-of-fold predictions of a linear head on the backbone's features, ranked by "
-            "cleanlab's label quality score (lowest first). Full list: label_issues.csv.</p>"
+            "cleanlab's label quality score (lowest first). Full list: label_issues.csv. "
+            + "".join(
+                f"The head's out-of-fold {k.removeprefix('probe_')} is {v:.3f}: the lower it is, the more of "
+                "these are the head's own mistakes rather than wrong labels."
+                for k, v in s.items()
+                if k.startswith("probe_")
+            )
+            + "</p>"
         )
         parts.append(
             "<div class='gallery'>"
