@@ -475,7 +475,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="find unreadable images, and on request label issues, duplicates and outliers (DATA or a run folder)",
     )
     p.add_argument("data", help="dataset folder, or a run folder (its recorded splits)")
-    p.add_argument("--val-split", default=None, help="as for train, for layouts without a validation split")
+    p.add_argument(
+        "--val-split",
+        default=None,
+        help="carve the validation split train would (default: the data is checked as it is, with or without one)",
+    )
     p.add_argument("--strict", action="store_true", help="exit 2 when any file is bad")
     p.add_argument("--label-issues", action="store_true", help="rank likely mislabeled images (confident learning)")
     p.add_argument("--duplicates", action="store_true", help="exact and near duplicates, within and across splits")
