@@ -104,6 +104,14 @@ def test_predict_samples_skips_undecodable_files(tiny_run, demo_data, tmp_path):
     bad.write_bytes(b"not a jpeg")
     good = sorted((demo_data / "evaluation").glob("*.jpg"))[:3]
     samples = [Sample(str(good[0]), 0), Sample(str(bad), 0), *[Sample(str(p), 0) for p in good[1:]]]
+    seen = []
+    probs, kept = predict_samples(
+        load_predictor(tiny_run, engine="torch"),
+        samples,
+        workers=0,
+        on_batch=lambda out, idx: seen.append(torch.is_grad_enabled()),
+    )
+    assert seen and not any(seen)  # inference builds no autograd graph
     probs, kept = predict_samples(load_predictor(tiny_run), samples, workers=0)
     assert kept == [0, 2, 3] and probs.shape == (3, 11)
     assert torch.allclose(probs.sum(1), torch.ones(3), atol=1e-5)

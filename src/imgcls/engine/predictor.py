@@ -299,7 +299,6 @@ def load_predictor(ref: str | Path, *, engine: str | None = None, checkpoint: st
     return predictor
 
 
-@torch.no_grad()
 def check_batch_args(batch_size: int, workers: int | None) -> None:
     """The batch arguments of every command that runs ``predict_samples`` (evaluate, predict)."""
     if batch_size < 1:
@@ -308,6 +307,7 @@ def check_batch_args(batch_size: int, workers: int | None) -> None:
         raise ImgclsError(f"--workers must be 0 or more, got {workers}")
 
 
+@torch.no_grad()
 def predict_samples(
     predictor: Predictor,
     samples: list[Sample],
