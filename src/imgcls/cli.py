@@ -246,6 +246,7 @@ CSV_FIELDS = {"labels", "images", "image_col", "label_col", "label_sep", "task",
 
 
 def cmd_check_data(args) -> int:
+    from dataclasses import replace
     from pathlib import Path
 
     from imgcls.config import config_overrides, resolve_config
@@ -268,7 +269,7 @@ def cmd_check_data(args) -> int:
         if not splits.train and not splits.val and splits.test_labeled:
             # One folder of class folders (or one label CSV) read as it is: its images are what a
             # training would learn from, so --label-issues scores them (it leaves a held-out test/ alone).
-            splits.train, splits.test, splits.test_labeled = splits.test, [], False
+            splits = replace(splits, train=splits.test, test=[], test_labeled=False)
     every = splits.train + splits.val + splits.test
     bad = scan_samples(every, root=splits.root)
     kind = "multi-label" if splits.task == "multilabel" else "single-label"
