@@ -96,7 +96,7 @@ def test_bad_yaml_configs(capsys, demo_data, tmp_path, yaml_text):
 
 
 def test_a_second_training_into_the_same_folder_is_refused_with_the_pid(demo_data, tmp_path):
-    from imgcls.rundir import RunLock
+    from imgcls.lock import RunLock
 
     with RunLock(tmp_path / "r"):  # this process holds it, as a running training would
         with pytest.raises(ImgclsError, match=r"another imgcls process \(PID \d+\)"):

@@ -158,7 +158,7 @@ def test_ctrl_c_inside_a_checkpoint_write_finishes_the_file_then_stops(tmp_path)
 
     import torch
 
-    from imgcls.rundir import atomic_write
+    from imgcls.files import atomic_write
 
     class InterruptedMidway:
         def __init__(self, fh):
@@ -190,7 +190,7 @@ def test_checkpoints_survive_short_raw_writes(tmp_path):
     # less than asked and torch.save ignores the count, so every write is completed.
     import torch
 
-    from imgcls.rundir import _WholeWrites
+    from imgcls.files import _WholeWrites
 
     class ShortWrites:
         def __init__(self, fh):

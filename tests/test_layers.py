@@ -7,7 +7,7 @@ from pathlib import Path
 import imgcls
 
 SRC = Path(imgcls.__file__).parent
-FOUNDATION = {"errors", "system", "cache", "malloc", "rundir", "config"}
+FOUNDATION = {"errors", "system", "cache", "malloc", "files", "tables", "rundir", "lock", "config"}
 COMMANDS = {"evaluate", "evaluate_multilabel", "predict", "export", "quantize", "explain", "compare", "bench"}
 COMMANDS |= {"bench_worker", "check_data"}
 COMMANDS |= {"cli", "__main__", "serve"}

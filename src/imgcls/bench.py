@@ -275,7 +275,7 @@ def run_bench(
         results["measures"].append(entry)
     print_table(results)
     if json_path:
-        from imgcls.rundir import write_json
+        from imgcls.files import write_json
 
         write_json(Path(json_path), results)
         print(f"wrote {json_path}")

@@ -10,16 +10,16 @@ and the entry is rebuilt (with a one-line warning) instead of breaking every lat
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import json
 import logging
 import os
 import shutil
-import uuid
 import zlib
 from pathlib import Path
 from typing import Any
+
+from imgcls.files import temporary_name
 
 log = logging.getLogger(__name__)
 META = "meta.json"
@@ -138,13 +138,13 @@ class CacheEntry:
             )
 
     def _part(self, name: str) -> Path:
-        """This process's temporary name for ``name``: ``.name.PID.uid.part`` (a second write of the same
+        """This process's temporary name for ``name``: ``.name.PID.uid.tmp`` (a second write of the same
         name replaces the first)."""
         self.folder.mkdir(parents=True, exist_ok=True)
         remove_stale(self.folder)
         if name in self._parts:
             self._parts.pop(name).unlink(missing_ok=True)
-        part = self.folder / f".{name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.part"
+        part = temporary_name(self.folder / name)
         self._parts[name] = part
         return part
 
@@ -204,7 +204,7 @@ class CacheEntry:
         try:
             for name, part in self._parts.items():
                 os.replace(part, self.folder / name)
-            tmp = self.folder / f".{META}.{os.getpid()}.{uuid.uuid4().hex[:8]}.part"
+            tmp = temporary_name(self.folder / META)
             tmp.write_text(json.dumps({**meta, "files": records}, indent=2))
             os.replace(tmp, self.folder / META)
         except OSError as exc:
@@ -220,11 +220,9 @@ class CacheEntry:
 
 
 def _space_error(exc: OSError, folder: Path):
-    from imgcls.errors import ImgclsError
+    from imgcls.files import out_of_space, space_error
 
-    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        return ImgclsError(f"no space left on the device while writing the cache in {folder}")
-    return exc
+    return space_error(folder, "the cache entry was not kept") if out_of_space(exc) else exc
 
 
 def remove_stale(folder: Path) -> None:

@@ -26,7 +26,10 @@ import numpy as np
 from imgcls.data.layouts import UNLABELED, DatasetSplits, Sample
 from imgcls.data.splitfile import relative_path
 from imgcls.errors import ImgclsError
-from imgcls.rundir import write_csv, write_json
+from imgcls.files import write_json
+
+# Near duplicates: cosine similarity of EfficientNet-Lite0 features at its input size (re-encoded and
+from imgcls.tables import write_csv
 
 # Near duplicates: cosine similarity of EfficientNet-Lite0 features at its input size (re-encoded and
 # cropped copies), or of features at 64 px (copies resized to half keep their small-scale features),

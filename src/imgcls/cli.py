@@ -123,7 +123,7 @@ def cmd_train(args) -> int:
         cfg = resolve_config(args.config, overrides)
     tune_malloc()
     paths = train(cfg, resume=args.resume is not None, progress=_progress(args), force=args.force)
-    from imgcls.rundir import read_json
+    from imgcls.files import read_json
     from imgcls.system import global_rank
 
     if global_rank() != 0:  # under torchrun every process returns here; one line is enough

@@ -13,8 +13,9 @@ from pathlib import Path
 
 from imgcls.config import TrainConfig
 from imgcls.errors import ImgclsError
+from imgcls.files import read_json, write_json
 from imgcls.models.registry import spec_to_dirname
-from imgcls.rundir import RunPaths, clear_run, folder_state, read_json, read_metrics, write_json
+from imgcls.rundir import RunPaths, clear_run, folder_state, read_metrics
 
 REFERENCE_MODELS = ["efficientnet_b0", "vit_b_16", "attn_cnn:num_heads=8", "attn_cnn:num_heads=4"]
 DEMO_MODELS = ["efficientnet_lite0", "vit_tiny", "attn_cnn:num_heads=8", "attn_cnn:num_heads=4"]

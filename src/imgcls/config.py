@@ -344,7 +344,7 @@ def resolve_config(yaml_path: str | None = None, overrides: dict[str, Any] | Non
 
 
 def dump_config(cfg: TrainConfig, path: str | Path) -> None:
-    from imgcls.rundir import atomic_write_text
+    from imgcls.files import atomic_write_text
 
     atomic_write_text(Path(path), yaml.safe_dump(cfg.to_dict(), sort_keys=False))
 

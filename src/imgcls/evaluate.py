@@ -18,10 +18,11 @@ from imgcls.data.csv_layout import CsvOptions
 from imgcls.data.layouts import SPLIT_ALIASES, DatasetSplits, canonical_split, discover
 from imgcls.engine.predictor import EXPORT_SUFFIXES, check_batch_args, load_predictor, predict_samples
 from imgcls.errors import ImgclsError
+from imgcls.files import staged_folder, write_json
 from imgcls.plan import open_saved_run
 from imgcls.report.figures import confusion_png
 from imgcls.report.gallery import PREDICTION_COLUMNS, read_predictions, write_error_gallery
-from imgcls.rundir import staged_folder, write_csv, write_json
+from imgcls.tables import write_csv
 
 SPLIT_DIRNAMES = {"train": "training", "val": "validation", "test": "evaluation"}
 WHOLE_FOLDER = "all"  # the split name when --data is one folder of class folders

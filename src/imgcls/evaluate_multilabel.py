@@ -16,8 +16,9 @@ from torchmetrics.functional.classification import (
     multilabel_recall,
 )
 
+from imgcls.files import save_figure, write_json
 from imgcls.report.gallery import MULTILABEL_COLUMNS, read_multilabel_predictions, write_multilabel_gallery
-from imgcls.rundir import save_figure, write_csv, write_json
+from imgcls.tables import write_csv
 
 MAX_CURVES = 20  # labels drawn in pr_curves.png (the most frequent); the table has them all
 

@@ -15,7 +15,7 @@ from torch import nn
 from imgcls.data.decode import load_rgb
 from imgcls.engine.predictor import load_predictor
 from imgcls.errors import BadImageError, ImgclsError
-from imgcls.rundir import save_figure
+from imgcls.files import save_figure
 
 
 def _token_grid(t: torch.Tensor) -> torch.Tensor | None:

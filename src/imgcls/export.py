@@ -14,7 +14,8 @@ import torch
 from imgcls.data.transforms import IMAGENET_MEAN, IMAGENET_STD, eval_resize
 from imgcls.engine.predictor import load_predictor, onnx_predictor
 from imgcls.errors import ImgclsError
-from imgcls.rundir import RunLock, atomic_write, read_json, write_json
+from imgcls.files import atomic_write, read_json, write_json
+from imgcls.lock import RunLock
 
 MAX_PROB_DIFF = 1e-4
 FORMATS = ("onnx", "safetensors")

@@ -21,8 +21,9 @@ from imgcls.data.loader import default_workers
 from imgcls.data.scan import BadFile, scan_splits
 from imgcls.data.splitfile import read_splits
 from imgcls.errors import ImgclsError
+from imgcls.files import read_json
 from imgcls.models.registry import ModelInfo, create_model, get_model_info, parse_model_spec, spec_to_dirname
-from imgcls.rundir import RunPaths, folder_state, read_json
+from imgcls.rundir import RunPaths, folder_state
 from imgcls.system import cpu_count, global_rank
 
 # Precisions Lightning runs on a CPU (16-true, bf16-true and 64-true fail there in the optimizer or the

@@ -13,7 +13,7 @@ from pathlib import Path
 from imgcls.data.layouts import samples_with_ids
 from imgcls.engine.predictor import check_batch_args, load_predictor, predict_samples
 from imgcls.errors import ImgclsError
-from imgcls.rundir import write_csv
+from imgcls.tables import write_csv
 
 
 def predict(

@@ -111,9 +111,9 @@ def write_demo_dataset(out: str | Path, *, per_class: int = 60, size: int = 64, 
     """
     import os
     import shutil
-    import uuid
 
     from imgcls.errors import ImgclsError
+    from imgcls.files import temporary_name
 
     out = Path(out)
     if per_class < 2:
@@ -125,7 +125,7 @@ def write_demo_dataset(out: str | Path, *, per_class: int = 60, size: int = 64, 
     if out.is_dir() and any(out.iterdir()):
         raise ImgclsError(f"{out} is not empty; demo-data writes only into a new or empty folder")
     out.parent.mkdir(parents=True, exist_ok=True)
-    part = out.with_name(f".{out.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.partial")
+    part = temporary_name(out, "partial")
     try:
         for split_id, (split, fraction) in enumerate(SPLITS.items()):
             folder = part / split

@@ -16,7 +16,7 @@ from pathlib import Path
 from imgcls.cache import CacheEntry
 from imgcls.data.layouts import DatasetSplits, Sample
 from imgcls.errors import BadImageError, ImgclsError
-from imgcls.rundir import atomic_write_text
+from imgcls.files import atomic_write_text
 from imgcls.system import cpu_count
 
 log = logging.getLogger(__name__)

@@ -10,7 +10,8 @@ from pathlib import Path
 
 from imgcls.data.layouts import UNLABELED, DatasetSplits, Sample
 from imgcls.errors import ImgclsError
-from imgcls.rundir import RunPaths, write_csv
+from imgcls.rundir import RunPaths
+from imgcls.tables import write_csv
 
 SPLITS = ("train", "val", "test")
 

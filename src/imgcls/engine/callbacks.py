@@ -13,7 +13,8 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from imgcls.errors import ImgclsError
-from imgcls.rundir import RunPaths, atomic_write, metrics_columns, read_metrics, write_json, write_metrics
+from imgcls.files import atomic_write, write_json
+from imgcls.rundir import RunPaths, metrics_columns, read_metrics, write_metrics
 
 
 def summarize(rows: list[dict[str, Any]], static: dict[str, Any]) -> dict[str, Any]:

@@ -60,7 +60,7 @@ def lr_find(cfg: TrainConfig, plot: str | Path, *, steps: int = 100, min_lr: flo
         else f"{cfg.model}: loss against learning rate"
     )
     Path(plot).parent.mkdir(parents=True, exist_ok=True)
-    from imgcls.rundir import save_figure
+    from imgcls.files import save_figure
 
     save_figure(fig, Path(plot))
     return {"suggestion": suggestion, "plot": str(plot), "points": len(result.results.get("lr", []))}

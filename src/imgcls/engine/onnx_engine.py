@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import uuid
 import warnings
 from pathlib import Path
 
@@ -18,6 +17,7 @@ import torch
 from torch import nn
 
 from imgcls.cache import user_cache
+from imgcls.files import atomic_path
 
 log = logging.getLogger(__name__)
 ENGINE_ENV = "IMGCLS_ENGINE"  # auto | onnx | torch
@@ -37,8 +37,7 @@ def export_onnx(model: nn.Module, image_size: int, path: str | Path, *, output_n
     path.parent.mkdir(parents=True, exist_ok=True)
     model = model.eval()
     x = torch.randn(2, 3, image_size, image_size)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    with warnings.catch_warnings(), torch.no_grad():
+    with warnings.catch_warnings(), torch.no_grad(), atomic_path(path) as tmp:
         warnings.simplefilter("ignore")
         fastpath = torch.backends.mha.get_fastpath_enabled()
         torch.backends.mha.set_fastpath_enabled(False)  # the fused MHA kernel has no ONNX export
@@ -53,17 +52,7 @@ def export_onnx(model: nn.Module, image_size: int, path: str | Path, *, output_n
                 output_names=[output_name],
                 dynamic_axes={"image": {0: "batch"}, output_name: {0: "batch"}},
             )
-            os.replace(tmp, path)
-        except Exception as exc:
-            from imgcls.rundir import out_of_space
-
-            if out_of_space(exc):
-                from imgcls.errors import ImgclsError
-
-                raise ImgclsError(f"no space left on the device while writing {path}; nothing was written") from None
-            raise
         finally:
-            tmp.unlink(missing_ok=True)
             torch.backends.mha.set_fastpath_enabled(fastpath)
     return path
 

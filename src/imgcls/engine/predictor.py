@@ -23,7 +23,8 @@ from torch import nn
 from imgcls.data.layouts import Sample
 from imgcls.data.transforms import build_eval_transform
 from imgcls.errors import ImgclsError
-from imgcls.rundir import RunPaths, read_json
+from imgcls.files import read_json
+from imgcls.rundir import RunPaths
 
 log = logging.getLogger(__name__)
 

@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import torch
 
+from imgcls.files import write_json
 from imgcls.rundir import DEFAULT_THRESHOLD as DEFAULT
-from imgcls.rundir import RunPaths, write_json
+from imgcls.rundir import RunPaths
 
 GRID = torch.linspace(0.02, 0.98, 49)  # candidate thresholds; ties go to the one nearest 0.5
 

@@ -13,10 +13,13 @@ from imgcls.config import TrainConfig, dump_config
 from imgcls.data.scan import write_bad_files
 from imgcls.data.splitfile import write_splits
 from imgcls.errors import ImgclsError
+from imgcls.files import write_json
+from imgcls.lock import RunLock
 from imgcls.malloc import release_memory
 from imgcls.plan import RunPlan, check_data_folder, default_out, make_plan, resume_config
-from imgcls.rundir import RunLock, RunPaths, clear_run, folder_state, read_metrics, write_csv, write_json
+from imgcls.rundir import RunPaths, clear_run, folder_state, read_metrics
 from imgcls.system import global_rank
+from imgcls.tables import write_csv
 
 log = logging.getLogger(__name__)
 __all__ = ["train", "resume_config"]

@@ -7,9 +7,9 @@ import html
 import json
 from pathlib import Path
 
+from imgcls.files import atomic_write_text
 from imgcls.report.build import CSS
 from imgcls.report.gallery import figure_html
-from imgcls.rundir import atomic_write_text
 
 
 def _thumb(root: Path, path: str, caption: str) -> str:

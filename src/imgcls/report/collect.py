@@ -8,8 +8,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from imgcls.errors import ImgclsError
+from imgcls.files import read_json
 from imgcls.report.gallery import read_multilabel_predictions, read_predictions
-from imgcls.rundir import RunPaths, read_json, read_metrics
+from imgcls.rundir import RunPaths, read_metrics
 
 
 @dataclass

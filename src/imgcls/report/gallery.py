@@ -11,7 +11,8 @@ import io
 import logging
 from pathlib import Path
 
-from imgcls.rundir import atomic_write, write_csv
+from imgcls.files import atomic_write
+from imgcls.tables import write_csv
 
 log = logging.getLogger(__name__)
 THUMB = 112  # px, longest side
