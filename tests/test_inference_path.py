@@ -38,7 +38,14 @@ def test_a_fresh_export_is_what_runs_and_a_stale_one_is_not(tiny_run, tmp_path):
     assert load_predictor(run).describe()["file"] == str(run / "export" / "model.onnx")
     best = run / "checkpoints" / "best.ckpt"
     later = (run / "export" / "model.onnx").stat().st_mtime + 10
-    os.utime(best, (later, later))  # a checkpoint newer than the export: the export is stale
+    os.utime(best, (later, later))  # a newer date alone changes nothing: the weights are the same
+    assert load_predictor(run).describe()["file"] == str(run / "export" / "model.onnx")
+    import torch
+
+    state = torch.load(best, weights_only=True)
+    key = next(k for k, v in state["state_dict"].items() if v.is_floating_point())
+    state["state_dict"][key] = state["state_dict"][key] + 0.01  # a new best epoch: the export is stale
+    torch.save(state, best)
     assert load_predictor(run).describe()["file"] != str(run / "export" / "model.onnx")
 
 

@@ -19,7 +19,7 @@ import zlib
 from pathlib import Path
 from typing import Any
 
-from imgcls.files import temporary_name
+from imgcls.files import remove_dead_temporaries, temporary_name
 
 log = logging.getLogger(__name__)
 META = "meta.json"
@@ -226,15 +226,5 @@ def _space_error(exc: OSError, folder: Path):
 
 
 def remove_stale(folder: Path) -> None:
-    """Partial files (``.name.PID...``) left by a process that was killed while filling an entry."""
-    for part in folder.glob(".*"):
-        pid = next((int(p) for p in part.name.split(".") if p.isdigit()), None)
-        if pid is None or pid == os.getpid():
-            continue
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            part.unlink(missing_ok=True)
-        except (OverflowError, PermissionError):
-            if pid > 2**22:  # above any Linux PID: not a process's file
-                part.unlink(missing_ok=True)
+    """Partial files left by a process that was killed while filling an entry."""
+    remove_dead_temporaries(folder)

@@ -40,14 +40,57 @@ OUTLIER_Z = -3.0
 NEIGHBOURS = 5
 
 
-def output_folder(data_root: Path, out: str | None) -> Path:
-    folder = Path(out) if out else Path.cwd() / f"check-{data_root.name}"
-    resolved = folder.resolve()
-    if resolved == data_root.resolve() or data_root.resolve() in resolved.parents:
-        raise ImgclsError(f"--out {folder} is inside the data folder {data_root}; check-data never writes there")
-    if resolved.exists() and not resolved.is_dir():
-        raise ImgclsError(f"--out {folder} is a file; give a folder")
-    return folder
+def output_folder(data_root: Path, out: str | None, *, force: bool = False) -> Path:
+    """Where the findings go: ``--out``, or ``check-<data folder name>/`` here (``check-<name>-<hash>/``
+    when that holds another dataset's check or other files). Never inside the data folder or over a run
+    folder; a folder of other files (or another dataset's check) only with ``force``."""
+    import hashlib
+
+    from imgcls.rundir import folder_state
+
+    root = data_root.resolve()
+    if out:
+        candidates = [Path(out)]
+    else:
+        plain = Path.cwd() / f"check-{data_root.resolve().name}"
+        candidates = [plain, plain.with_name(f"{plain.name}-{hashlib.sha1(str(root).encode()).hexdigest()[:8]}")]
+    for folder in candidates:
+        resolved = folder.resolve()
+        if resolved == root or root in resolved.parents:
+            raise ImgclsError(f"--out {folder} is inside the data folder {data_root}; check-data never writes there")
+        if resolved.exists() and not resolved.is_dir():
+            if out:
+                raise ImgclsError(f"--out {folder} is a file; give a folder")
+            continue
+        if folder_state(folder) == "run":
+            raise ImgclsError(f"{folder} is a run folder; check-data writes its findings into a folder of their own")
+        owner = _checked_data(folder)
+        if owner == str(root) or (force and out) or not (folder.is_dir() and any(folder.iterdir())):
+            return folder
+        if out:
+            what = f"a check of {owner}" if owner else "files that check-data did not write"
+            raise ImgclsError(f"--out {folder} holds {what}; choose another --out (or pass --force to write into it)")
+    raise ImgclsError(f"{candidates[-1]} holds other files; choose a folder for the findings with --out")
+
+
+def _checked_data(folder: Path) -> str | None:
+    """The data folder a check-data folder holds the findings of (None: not check-data's)."""
+    summary = folder / "summary.json"
+    if not summary.is_file():
+        return None
+    try:
+        from imgcls.files import read_json
+
+        record = read_json(summary)
+    except ImgclsError:
+        return None
+    if (
+        isinstance(record, dict)
+        and record.get("kind", "check-data") == "check-data"
+        and {"data", "layout", "images"} <= set(record)
+    ):
+        return str(record["data"])
+    return None
 
 
 def _every(splits: DatasetSplits) -> tuple[list[Sample], list[str]]:
@@ -132,14 +175,18 @@ def label_issues(
 
 
 def _probe_map(probs: np.ndarray, labels: list[tuple[int, ...]], n_classes: int) -> float:
-    """Macro mean average precision of the out-of-fold probabilities against the given labels."""
+    """Mean average precision of the out-of-fold probabilities against the given labels (over the labels
+    that occur)."""
     import torch
     from torchmetrics.functional.classification import multilabel_average_precision
+
+    from imgcls.engine.label_metrics import present_mean
 
     target = torch.zeros(len(labels), n_classes, dtype=torch.long)
     for i, label in enumerate(labels):
         target[i, list(label)] = 1
-    return float(multilabel_average_precision(torch.from_numpy(probs).float(), target, n_classes, average="macro"))
+    ap = multilabel_average_precision(torch.from_numpy(probs).float(), target, n_classes, average="none")
+    return present_mean(ap, target)
 
 
 def duplicates(
@@ -197,11 +244,12 @@ def check_data(
     views: int,
     near: float,
     workers: int | None = None,
+    force: bool = False,
 ) -> dict:
     from imgcls.report.check_report import write_check_report
 
     root = Path(splits.root)
-    folder = output_folder(root, out)
+    folder = output_folder(root, out, force=force)
     samples, names = _every(splits)
     if not samples:
         raise ImgclsError(f"{root}: no images to check")
@@ -228,7 +276,8 @@ def check_data(
         splits, samples, model=model, image_size=image_size, views=views if label else 1, workers=workers
     )
     summary: dict = {
-        "data": str(root),
+        "kind": "check-data",
+        "data": str(root.resolve()),
         "layout": splits.layout,
         "task": splits.task,
         "images": len(samples),

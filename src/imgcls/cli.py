@@ -202,7 +202,7 @@ def cmd_bench(args) -> int:
 def cmd_export(args) -> int:
     from imgcls.export import export
 
-    r = export(args.run, args.format, out=args.out, quantize=args.quantize)
+    r = export(args.run, args.format, out=args.out, quantize=args.quantize, force=args.force)
     extra = f" (verified: max |Δ probability| vs PyTorch {r['max_prob_diff']:.1e})" if "max_prob_diff" in r else ""
     print(f"wrote {r['path']} and {r['sidecar']}{extra}")
     if "int8" in r:
@@ -242,7 +242,7 @@ def cmd_loadtest(args) -> int:
     return 0 if r["errors"] == 0 else 1
 
 
-CSV_FIELDS = {"labels", "images", "image_col", "label_col", "label_sep", "task", "skip_missing"}
+CSV_FIELDS = {"labels", "images", "image_col", "label_col", "label_sep", "task", "skip_missing", "allow_outside_data"}
 
 
 def cmd_check_data(args) -> int:
@@ -301,6 +301,7 @@ def cmd_check_data(args) -> int:
             views=args.views,
             near=args.near,
             workers=args.workers,
+            force=args.force,
         )
         if "label_issues" in r:
             li = r["label_issues"]
@@ -346,6 +347,13 @@ def cmd_evaluate(args) -> int:
         )
         rows, head, names = r["per_label"], "label", ("ap", "precision", "recall", "f1", "threshold")
         files = "metrics.json, per_label.csv, predictions.csv, pr_curves.png, errors.csv/.png"
+        absent = r["labels_without_positives"]
+        if absent:
+            shown = ", ".join(absent[:10]) + (f" ... ({len(absent)} in all)" if len(absent) > 10 else "")
+            print(
+                f"  mAP and F1 macro average the {r['labels_present']} labels with a positive image here; "
+                f"{len(absent)} have none: {shown}"
+            )
     else:
         top5 = f"  top-5 {r['top5']:.4f}" if r["top5"] is not None else ""
         print(f"{r['split']}: {r['images']} images  top-1 {r['top1']:.4f}{top5}  macro-F1 {r['macro_f1']:.4f}")
@@ -354,7 +362,8 @@ def cmd_evaluate(args) -> int:
     width = max(len(head), *(len(row["class"]) for row in rows))
     print(f"  {head:<{width}}  support" + "".join(f"  {n:>9}" for n in names))
     for row in rows:
-        print(f"  {row['class']:<{width}}  {row['support']:>7}" + "".join(f"  {row[n]:>9.3f}" for n in names))
+        cells = ("-" if row[n] is None else f"{row[n]:.3f}" for n in names)
+        print(f"  {row['class']:<{width}}  {row['support']:>7}" + "".join(f"  {c:>9}" for c in cells))
     print(f"wrote {r['out']}/ ({files}) [{r['engine']['engine']}: {r['engine']['file']}]")
     return 0
 
@@ -380,6 +389,7 @@ def cmd_predict(args) -> int:
         tta=args.tta,
         submission=args.submission,
         engine=args.engine,
+        force=args.force,
     )
     for name, cls, prob in r["first"]:
         print(f"  {name}: {cls} ({prob:.3f})")
@@ -497,6 +507,7 @@ def build_parser() -> argparse.ArgumentParser:
         "this + 0.04)",
     )
     p.add_argument("--out", help="folder for the CSVs and report.html (default: check-<data folder name>/ here)")
+    p.add_argument("--force", action="store_true", help="write into an --out that holds other files")
     p.add_argument("--workers", type=int, default=None)
     _add_fields(p, CSV_FIELDS)
     p.set_defaults(func=cmd_check_data)
@@ -511,6 +522,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="also write model.int8.onnx (static int8, calibrated on "
         "training images; refused if its top-1 agrees with fp32 on < 99%% of the validation split)",
     )
+    p.add_argument("--force", action="store_true", help="replace files in --out that imgcls export did not write")
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("serve", help="web page + JSON API for a run (or an exported model.onnx)")
@@ -577,6 +589,7 @@ def build_parser() -> argparse.ArgumentParser:
                 help="a sample submission (e.g. sample_submission.csv): write its columns in its row order, "
                 "filled in from the images its ids name",
             )
+            p.add_argument("--force", action="store_true", help="replace --out even if it is not a predictions CSV")
         p.add_argument("--batch-size", type=int, default=64)
         p.add_argument("--workers", type=int, default=None)
         p.add_argument("--tta", choices=["flip"], help="test-time augmentation: average with the mirror image")

@@ -186,6 +186,11 @@ class TrainConfig:
     skip_missing: bool = opt(
         False, "train without label-CSV rows whose image file is missing (listed in bad_files.txt)"
     )
+    allow_outside_data: bool = opt(
+        False,
+        "read images that the data names outside its folder (../ or absolute paths in a label CSV or meta list); "
+        "off, so a downloaded dataset cannot pull in other files of yours",
+    )
     exclude: str | None = opt(
         None, "CSV of images to train without (a path column, e.g. an edited check-data label_issues.csv)"
     )

@@ -19,7 +19,6 @@ from imgcls.data.layouts import SPLIT_ALIASES, DatasetSplits, canonical_split, d
 from imgcls.engine.predictor import EXPORT_SUFFIXES, check_batch_args, load_predictor, predict_samples
 from imgcls.errors import ImgclsError
 from imgcls.files import staged_folder, write_json
-from imgcls.plan import open_saved_run
 from imgcls.report.figures import confusion_png
 from imgcls.report.gallery import PREDICTION_COLUMNS, read_predictions, write_error_gallery
 from imgcls.tables import write_csv
@@ -141,13 +140,14 @@ def evaluate(
     is the run's own folder (whose recorded splits are used otherwise).
 
     ``run_dir`` may also be an exported ``.onnx``/``.safetensors`` file: its results go beside it
-    (``eval/<file stem>/``), apart from the checkpoint's.
+    (``eval/<file stem>/``), apart from the checkpoint's; so do the int8 engine's
+    (``RUN/export/eval/model.int8/``).
     """
     check_batch_args(batch_size, workers)
     if gallery < 0:
         raise ImgclsError(f"--gallery must be 0 or more, got {gallery}")
     loaded = load_predictor(run_dir, engine=engine)
-    run = open_saved_run(loaded.paths.root) if loaded.paths is not None else None
+    run = loaded.saved
     run_data = run.cfg.data if run is not None else None
     data = data or run_data
     if not data:
@@ -164,8 +164,10 @@ def evaluate(
     probs, kept = predict_samples(loaded, samples, batch_size=batch_size, workers=workers, tta=tta)
     if not kept:
         raise ImgclsError(f"no image of the {split_name} split could be decoded")
-    exported = Path(str(run_dir)).suffix in EXPORT_SUFFIXES
-    eval_root = Path(str(run_dir)).parent / "eval" / Path(str(run_dir)).stem if exported else loaded.paths.eval_dir
+    # An export's results (a file given, or the int8 engine) go beside it, apart from the checkpoint's.
+    exported = Path(str(run_dir)).suffix in EXPORT_SUFFIXES or engine == "int8"
+    file = Path(loaded.run.file)
+    eval_root = file.parent / "eval" / file.stem if exported else loaded.paths.eval_dir
     out = eval_folder(eval_root, data, run_data, split_name)
     header = {
         "split": split_name,

@@ -16,6 +16,7 @@ from torchmetrics.functional.classification import (
     multilabel_recall,
 )
 
+from imgcls.engine.label_metrics import present, present_mean
 from imgcls.files import save_figure, write_json
 from imgcls.report.gallery import MULTILABEL_COLUMNS, read_multilabel_predictions, write_multilabel_gallery
 from imgcls.tables import write_csv
@@ -25,21 +26,25 @@ MAX_CURVES = 20  # labels drawn in pr_curves.png (the most frequent); the table 
 
 def multilabel_metrics(probs: torch.Tensor, targets: torch.Tensor, decided: torch.Tensor) -> dict:
     """``decided``: the (N, C) 0/1 predictions at the per-label thresholds (ints: torchmetrics applies no
-    threshold of its own)."""
+    threshold of its own). mAP and macro-F1 average over the labels with a positive in ``targets``
+    (``label_metrics``); ``absent`` lists the indices of the others."""
     n = targets.shape[1]
     kw = dict(num_labels=n)
     deterministic = torch.are_deterministic_algorithms_enabled()
     torch.use_deterministic_algorithms(False)  # see evaluate.classification_metrics
     try:
+        ap = multilabel_average_precision(probs, targets, average="none", **kw)
+        f1 = multilabel_f1_score(decided, targets, average="none", **kw)
         return {
-            "mAP": float(multilabel_average_precision(probs, targets, average="macro", **kw)),
-            "f1_macro": float(multilabel_f1_score(decided, targets, average="macro", **kw)),
+            "mAP": present_mean(ap, targets),
+            "f1_macro": present_mean(f1, targets),
             "f1_micro": float(multilabel_f1_score(decided, targets, average="micro", **kw)),
             "exact_match": float(multilabel_exact_match(decided, targets, **kw)),
-            "ap": multilabel_average_precision(probs, targets, average="none", **kw).tolist(),
+            "ap": ap.tolist(),
             "precision": multilabel_precision(decided, targets, average="none", **kw).tolist(),
             "recall": multilabel_recall(decided, targets, average="none", **kw).tolist(),
-            "f1": multilabel_f1_score(decided, targets, average="none", **kw).tolist(),
+            "f1": f1.tolist(),
+            "absent": (~present(targets)).nonzero().flatten().tolist(),
         }
     finally:
         torch.use_deterministic_algorithms(deterministic)
@@ -53,12 +58,13 @@ def write_multilabel(loaded, probs: torch.Tensor, samples: list, header: dict, o
     decided = loaded.decide(probs).long()
     m = multilabel_metrics(probs, targets, decided)
     support = targets.sum(0).tolist()
-    thresholds = loaded.thresholds or [0.5] * len(classes)
+    thresholds = loaded.thresholds
+    absent = set(m["absent"])
     per_label = [
         {
             "class": c,
             "support": int(support[i]),
-            "ap": m["ap"][i],
+            "ap": None if i in absent else m["ap"][i],
             "precision": m["precision"][i],
             "recall": m["recall"][i],
             "f1": m["f1"][i],
@@ -70,6 +76,9 @@ def write_multilabel(loaded, probs: torch.Tensor, samples: list, header: dict, o
         **header,
         "task": "multilabel",
         **{k: m[k] for k in ("mAP", "f1_macro", "f1_micro", "exact_match")},
+        "labels_present": len(classes) - len(absent),
+        # mAP and F1 macro average over the labels with a positive image here; these had none.
+        "labels_without_positives": [classes[i] for i in sorted(absent)],
         "thresholds": "per label, tuned on validation (thresholds.json)" if loaded.paths else "from the sidecar",
         "per_label": per_label,
     }
@@ -78,7 +87,7 @@ def write_multilabel(loaded, probs: torch.Tensor, samples: list, header: dict, o
     write_csv(
         out / "per_label.csv",
         columns,
-        [[r["class"], r["support"], *(f"{r[k]:.4f}" for k in columns[2:])] for r in per_label],
+        [[r["class"], r["support"], *("" if r[k] is None else f"{r[k]:.4f}" for k in columns[2:])] for r in per_label],
     )
     rows = []
     for r, s in enumerate(samples):

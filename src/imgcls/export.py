@@ -1,8 +1,11 @@
 """``imgcls export``: a run's best model as ONNX (verified against PyTorch) or safetensors, with a sidecar.
 
 The sidecar JSON (``model.json`` beside ``model.onnx``, ``model.safetensors.json`` beside the
-safetensors file) holds what a consumer needs to preprocess and label: class names, image size, eval
-resize, mean/std and the model spec. ``load_predictor`` reads either file back.
+safetensors file, ``model.int8.json`` beside ``model.int8.onnx``) holds what a consumer needs to
+preprocess and label: class names, image size, eval resize, mean/std and the model spec. It also ties the
+export to its weights: the SHA-256 of the exported file and of the ``best.ckpt`` it came from, so a model
+trained or resumed since, or a file copied in from another run, is never taken for this one
+(``predictor.export_problem``). ``load_predictor`` reads any of them back.
 """
 
 from __future__ import annotations
@@ -12,23 +15,27 @@ from pathlib import Path
 import torch
 
 from imgcls.data.transforms import IMAGENET_MEAN, IMAGENET_STD, eval_resize
-from imgcls.engine.predictor import load_predictor, onnx_predictor
+from imgcls.engine.predictor import EXPORT_SUFFIXES, load_predictor, onnx_predictor, read_sidecar, sidecar_path
 from imgcls.errors import ImgclsError
-from imgcls.files import atomic_write, read_json, write_json
+from imgcls.files import atomic_write, remove_dead_temporaries, sha256_file, write_json
 from imgcls.lock import RunLock
 
 MAX_PROB_DIFF = 1e-4
 FORMATS = ("onnx", "safetensors")
+FILES = {"onnx": ("model.onnx",), "safetensors": ("model.safetensors",), "int8": ("model.int8.onnx",)}
 
 
-def sidecar(loaded, fmt: str, weights_file: str) -> dict:
-    summary = read_json(loaded.paths.summary) if loaded.paths.summary.is_file() else {}
+def sidecar(loaded, fmt: str, weights: Path) -> dict:
+    summary = loaded.info.get("summary") or {}
     info = {
         "format": fmt,
-        "file": weights_file,
+        "file": weights.name,
+        "sha256": sha256_file(weights),
+        "checkpoint_sha256": sha256_file(loaded.paths.best),
         "model": loaded.name,
         "task": loaded.task,
         "classes": loaded.classes,
+        "category": loaded.category,
         "image_size": loaded.image_size,
         "eval_crop": loaded.eval_crop,
         "resize": eval_resize(loaded.image_size) if loaded.eval_crop else loaded.image_size,
@@ -63,19 +70,52 @@ def verify_onnx(model: torch.nn.Module, exported, *, seed: int = 0) -> float:
     return worst
 
 
-def export(run_dir: str | Path, fmt: str = "onnx", out: str | Path | None = None, quantize: str | None = None) -> dict:
+def foreign_files(folder: Path, names: tuple[str, ...]) -> list[str]:
+    """Which of the files an export would write in ``folder`` are not an earlier export's: a file whose
+    sidecar is missing or is not imgcls export's."""
+    foreign = []
+    for name in names:
+        weights = folder / name
+        side = sidecar_path(weights)
+        if not weights.exists() and not side.exists():
+            continue
+        try:
+            ours = "format" in read_sidecar(side, weights)
+        except ImgclsError:
+            ours = False
+        if not ours:
+            foreign += [p.name for p in (weights, side) if p.exists()]
+    return foreign
+
+
+def export(
+    run_dir: str | Path,
+    fmt: str = "onnx",
+    out: str | Path | None = None,
+    quantize: str | None = None,
+    *,
+    force: bool = False,
+) -> dict:
     if quantize not in (None, "int8") or (quantize and fmt != "onnx"):
         raise ImgclsError(f"--quantize {quantize!r}: only int8, and only with --format onnx")
     if fmt not in FORMATS:
         raise ImgclsError(f"unknown --format {fmt!r}; use one of {', '.join(FORMATS)}")
     loaded = load_predictor(run_dir, engine="torch")
-    if loaded.paths is None or loaded.model is None:
+    if loaded.paths is None or loaded.model is None or Path(str(run_dir)).suffix in EXPORT_SUFFIXES:
         raise ImgclsError(f"{run_dir}: export takes a run folder (imgcls train's output)")
     folder = Path(out) if out else loaded.paths.export_dir
     if folder.exists() and not folder.is_dir():
         raise ImgclsError(f"{folder} is a file; --out takes a folder")
+    names = FILES[fmt] + (FILES["int8"] if quantize else ())
+    foreign = foreign_files(folder, names)
+    if foreign and not force:
+        raise ImgclsError(
+            f"{folder} holds {', '.join(foreign)} that imgcls export did not write; choose another --out "
+            "(or pass --force to replace them)"
+        )
     with RunLock(loaded.paths.root):  # a training or another export of this run waits its turn
         folder.mkdir(parents=True, exist_ok=True)
+        remove_dead_temporaries(folder, ".model*.tmp")  # a killed export's half file
         return _export(loaded, fmt, folder, quantize)
 
 
@@ -87,7 +127,7 @@ def _export(loaded, fmt: str, folder: Path, quantize: str | None) -> dict:
         path = folder / "model.safetensors"
         blob = save({k: v.contiguous() for k, v in model.state_dict().items()})
         atomic_write(path, lambda fh: fh.write(blob), binary=True)
-        info = sidecar(loaded, fmt, path.name)
+        info = sidecar(loaded, fmt, path)
         write_json(folder / "model.safetensors.json", info)
         return {"path": str(path), "sidecar": str(folder / "model.safetensors.json")}
     from imgcls.engine.onnx_engine import export_onnx, onnxruntime_available
@@ -95,7 +135,7 @@ def _export(loaded, fmt: str, folder: Path, quantize: str | None) -> dict:
     path = export_onnx(model, loaded.image_size, folder / "model.onnx")
     if not onnxruntime_available():
         raise ImgclsError(f"wrote {path} but cannot verify it: onnxruntime is not installed")
-    info = sidecar(loaded, fmt, path.name)
+    info = sidecar(loaded, fmt, path)
     diff = verify_onnx(model, onnx_predictor(path, info))
     if not diff <= MAX_PROB_DIFF:
         path.rename(path.with_suffix(".onnx.unverified"))
@@ -111,14 +151,13 @@ def _export(loaded, fmt: str, folder: Path, quantize: str | None) -> dict:
 def _export_int8(loaded, fp32: Path, folder: Path, info: dict) -> dict:
     """int8 beside the fp32 export, calibrated on training images, checked on the validation split."""
     from imgcls.engine.timing import images_per_second
-    from imgcls.plan import open_saved_run
     from imgcls.quantize import quantize_int8
 
-    splits = open_saved_run(loaded.paths.root).splits()  # the exact training and validation images
+    splits = loaded.saved.splits()  # the exact training and validation images
     out = folder / "model.int8.onnx"
     r = quantize_int8(onnx_predictor(fp32, info), out, calibration=splits.train, validation=splits.val)
     timing = dict(min_repeats=5, min_seconds=0.0)
     r["fp32_images_per_s"] = round(images_per_second(onnx_predictor(fp32, info).run, loaded.image_size, **timing), 1)
     r["int8_images_per_s"] = round(images_per_second(onnx_predictor(out, info).run, loaded.image_size, **timing), 1)
-    write_json(folder / "model.int8.json", {**sidecar(loaded, "onnx-int8", out.name), **r})
+    write_json(folder / "model.int8.json", {**sidecar(loaded, "onnx-int8", out), **r})
     return {"path": str(out), **r}

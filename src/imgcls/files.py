@@ -33,6 +33,22 @@ def temporary_name(path: Path, tag: str = "") -> Path:
     return path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}{extra}{TMP_SUFFIX}")
 
 
+def remove_dead_temporaries(folder: Path, pattern: str = ".*") -> None:
+    """Temporary files (``temporary_name``'s ``.name.PID...``) in ``folder`` whose writer is no longer
+    alive: a killed export's half model, a killed cache fill."""
+    for part in Path(folder).glob(pattern):
+        pid = next((int(p) for p in part.name.split(".") if p.isdigit()), None)
+        if pid is None or pid == os.getpid():
+            continue
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            _remove(part)
+        except (OverflowError, PermissionError):
+            if pid > 2**22:  # above any Linux PID: not a process's file
+                _remove(part)
+
+
 def out_of_space(exc: BaseException | None) -> bool:
     """Whether a full disk (or quota) is behind ``exc``: writers often fail in their own words on the
     way out (torch.save's zip writer: "unexpected pos"), with the OSError as the context."""
@@ -201,3 +217,23 @@ def read_json(path: Path, *, expect: type | tuple[type, ...] | None = None, what
         want = what or " or ".join({dict: "a JSON object", list: "a JSON list"}.get(k, k.__name__) for k in kinds)
         raise ImgclsError(f"{path}: expected {want}, found {type(value).__name__}")
     return value
+
+
+_DIGESTS: dict[tuple, str] = {}
+
+
+def sha256_file(path: Path) -> str:
+    """The file's SHA-256, remembered for this process by (path, size, mtime, inode): a checkpoint is
+    hashed once however often exports are checked against it."""
+    import hashlib
+
+    path = Path(path)
+    st = path.stat()
+    key = (str(path.resolve()), st.st_size, st.st_mtime_ns, st.st_ino)
+    if key not in _DIGESTS:
+        digest = hashlib.sha256()
+        with open(path, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(block)
+        _DIGESTS[key] = digest.hexdigest()
+    return _DIGESTS[key]

@@ -136,6 +136,7 @@ def csv_options(cfg: TrainConfig) -> CsvOptions:
         label_sep=cfg.label_sep,
         task=cfg.task,
         skip_missing=cfg.skip_missing,
+        allow_outside=cfg.allow_outside_data,
     )
 
 
@@ -341,7 +342,8 @@ def make_plan(
     model = ModelChoice.parse(cfg.model)  # an unknown model is reported before the data is scanned
     paths = RunPaths(Path(default_out(cfg, model))) if write else None
     if splits is None and resume and paths is not None:
-        splits = read_splits(paths, cfg.data)  # the exact splits the run started with
+        # The exact splits the run started with.
+        splits = read_splits(paths, cfg.data, allow_outside=cfg.allow_outside_data)
     splits = splits or discover_data(cfg)
     edits: list[list] = []
     if (cfg.exclude or cfg.relabel) and splits.layout != "saved":
@@ -349,10 +351,9 @@ def make_plan(
 
         splits, edits = apply_edits(splits, exclude=cfg.exclude, relabel=cfg.relabel)
     elif resume and paths is not None and paths.edits.is_file():  # splits.csv has them applied already
-        import csv
+        from imgcls.tables import read_table
 
-        with open(paths.edits, newline="") as fh:
-            edits = [list(row.values()) for row in csv.DictReader(fh)]
+        edits = [list(row.values()) for row in read_table(paths.edits, ours=True, empty_ok=True).rows]
     asked = cfg.finetune
     cfg = resolve(cfg, splits, model)
     model.probe(cfg.num_classes, cfg.image_size)
@@ -469,7 +470,7 @@ class SavedRun:
         root = data or self.cfg.data
         if not root or not Path(root).is_dir():
             raise ImgclsError(f"the run's data folder {root} is not there (point to it with --data DIR)")
-        saved = read_splits(self.paths, root)
+        saved = read_splits(self.paths, root, allow_outside=self.cfg.allow_outside_data)
         if saved is not None:
             return saved
         return discover(

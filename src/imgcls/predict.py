@@ -1,7 +1,7 @@
 """``imgcls predict``: a CSV of predictions for files or folders, labelled or not.
 
-Single-label: ``Id,Category`` (the class index, the Food-11/Kaggle submission form) plus ``--topk``
-columns. Multi-label: ``Id,Labels`` (the labels above their thresholds, space-separated) plus one
+Single-label: ``Id,Category`` (the class as the data labels it: its name, or for Food-11's flat
+``<index>_<n>.jpg`` layout its index, the Kaggle submission form) plus ``--topk`` columns. Multi-label: ``Id,Labels`` (the labels above their thresholds, space-separated) plus one
 probability column per label. ``--submission sample_submission.csv``: the sample's columns and row
 order, filled in (a label column gets the predicted class or labels, class columns get probabilities).
 """
@@ -13,7 +13,7 @@ from pathlib import Path
 from imgcls.data.layouts import samples_with_ids
 from imgcls.engine.predictor import check_batch_args, load_predictor, predict_samples
 from imgcls.errors import ImgclsError
-from imgcls.tables import write_csv
+from imgcls.tables import csv_text, write_csv
 
 
 def predict(
@@ -27,6 +27,7 @@ def predict(
     tta: str | None = None,
     submission: str | None = None,
     engine: str | None = None,
+    force: bool = False,
 ) -> dict:
     check_batch_args(batch_size, workers)
     out = Path(out)
@@ -38,6 +39,9 @@ def predict(
     pairs = samples_with_ids(inputs)
     sample_rows = _read_submission(submission, loaded) if submission else None
     samples = [s for s, _ in pairs]
+    _check_out(
+        out, [s.path for s in samples] + ([submission] if submission else []), _header(loaded, topk, sample_rows), force
+    )
     probs, kept = predict_samples(loaded, samples, batch_size=batch_size, workers=workers, tta=tta)
     if not kept:
         raise ImgclsError(f"none of the {len(samples)} input file(s) could be decoded as an image; nothing predicted")
@@ -47,7 +51,7 @@ def predict(
         header, rows = _fill_submission(sample_rows, loaded, ids, probs, submission)
     elif loaded.multilabel:
         decided = loaded.decide(probs)
-        header = ["Id", "Labels", *loaded.classes]
+        header = _header(loaded, topk, None)
         rows = [
             [i, " ".join(c for c, d in zip(loaded.classes, decided[r]) if d), *(f"{float(p):.6f}" for p in probs[r])]
             for r, i in enumerate(ids)
@@ -65,14 +69,44 @@ def predict(
     }
 
 
+def _header(loaded, topk: int, sample_rows) -> list[str]:
+    if sample_rows is not None:
+        return list(sample_rows[0])
+    if loaded.multilabel:
+        return ["Id", "Labels", *loaded.classes]
+    return ["Id", "Category"] + [f"top{j}_{kind}" for j in range(1, topk + 1) for kind in ("class", "prob")]
+
+
+def _check_out(out: Path, inputs: list[str], header: list[str], force: bool) -> None:
+    """Never write over an input (an image, the sample submission being read), and over a file that is not
+    a predictions CSV of this form only with ``--force``."""
+    import os
+
+    if out.exists():
+        target = os.path.realpath(out)
+        if any(os.path.realpath(p) == target for p in inputs):
+            raise ImgclsError(f"--out {out} is one of the inputs; give another file to write the predictions to")
+        if not force and _first_line(out) != csv_text(header, []).rstrip("\r\n"):
+            raise ImgclsError(
+                f"--out {out} exists and is not a predictions CSV of this form; choose another file "
+                "(or pass --force to replace it)"
+            )
+
+
+def _first_line(path: Path) -> str:
+    try:
+        with open(path, encoding="utf-8-sig", errors="replace") as fh:
+            return fh.readline(65536).rstrip("\r\n")
+    except OSError:
+        return ""
+
+
 def _single_rows(loaded, ids: list[str], probs, topk: int) -> tuple[list[str], list[list]]:
     top_p, top_i = probs.topk(max(topk, 1), dim=1)
-    header = ["Id", "Category"]
-    for j in range(1, topk + 1):
-        header += [f"top{j}_class", f"top{j}_prob"]
+    header = _header(loaded, topk, None)
     rows = []
     for row, name in enumerate(ids):
-        line = [name, int(top_i[row, 0])]
+        line = [name, loaded.label(int(top_i[row, 0]))]
         for j in range(topk):
             line += [loaded.classes[int(top_i[row, j])], f"{float(top_p[row, j]):.6f}"]
         rows.append(line)
@@ -93,12 +127,13 @@ def _first(loaded, ids: list[str], probs) -> list[tuple[str, str, float]]:
 
 
 def _read_submission(path: str, loaded) -> tuple[list[str], list[dict]]:
-    from imgcls.data.csv_layout import read_table
+    from imgcls.tables import read_table
 
     table = Path(path)
     if not table.is_file():
         raise ImgclsError(f"--submission {path}: no such file")
-    header, rows = read_table(table)
+    found = read_table(table)
+    header, rows = found.header, found.rows
     if len(header) < 2:
         raise ImgclsError(f"{path}: expected an id column and at least one answer column; got {', '.join(header)}")
     answer = header[1:]
@@ -131,7 +166,7 @@ def _fill_submission(sample, loaded, ids: list[str], probs, path: str) -> tuple[
             if loaded.multilabel:
                 value = " ".join(c for c, d in zip(loaded.classes, loaded.decide(probs[r : r + 1])[0]) if d)
             else:
-                value = loaded.classes[int(probs[r].argmax())]
+                value = loaded.label(int(probs[r].argmax()))
             out.append([key, value])
         else:  # one column per class: probabilities
             out.append([key, *(f"{float(probs[r, index[c]]):.6f}" for c in answer)])

@@ -102,7 +102,7 @@ def agreement(reference, candidate, samples) -> dict:
     labels = [samples[i].label for i in kept]
     if reference.multilabel:
         same = (reference.decide(ref) == candidate.decide(got)).all(1)
-        thresholds = torch.tensor(reference.thresholds or [0.5] * ref.shape[1])
+        thresholds = torch.tensor(reference.thresholds)
         sure = ((ref - thresholds).abs() >= MARGIN).all(1)
         truth = torch.zeros_like(ref, dtype=torch.bool)
         for r, label in enumerate(labels):

@@ -4,7 +4,6 @@ files that are not plain JSON or CSV (``metrics.csv``, ``thresholds.json``). Wri
 
 from __future__ import annotations
 
-import csv
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -92,7 +91,7 @@ def read_metrics(path: Path) -> list[dict[str, Any]]:
         return []
     try:
         return _parse_metrics(path)
-    except (ValueError, TypeError, csv.Error, UnicodeDecodeError) as exc:
+    except (ValueError, TypeError, KeyError, ImgclsError) as exc:
         raise ImgclsError(
             f"{path} is damaged ({type(exc).__name__}: {str(exc)[:120]}); delete it to go on (its "
             "earlier rows are lost), or start the run over with --force"
@@ -100,8 +99,9 @@ def read_metrics(path: Path) -> list[dict[str, Any]]:
 
 
 def _parse_metrics(path: Path) -> list[dict[str, Any]]:
-    with open(path, newline="") as fh:
-        rows = list(csv.DictReader(fh))
+    from imgcls.tables import read_table
+
+    rows = read_table(path, exact=True, empty_ok=True).rows
     if rows:
         expected = MULTILABEL_COLUMNS if "val_mAP" in rows[0] else METRICS_COLUMNS
         if set(expected) - set(rows[0]):
@@ -127,14 +127,19 @@ DEFAULT_THRESHOLD = 0.5  # a multi-label class without a tuned threshold (none i
 
 
 def read_thresholds(path: Path, classes: list[str]) -> list[float]:
-    """The run's thresholds in class order (0.5 for every label when the file is missing)."""
+    """The run's thresholds in class order (0.5 for every label, with a warning, when the file is missing)."""
     if not Path(path).is_file():
+        import logging
+
+        logging.getLogger(__name__).warning(
+            "%s is missing: every label is decided at %.1f instead of its tuned threshold", path, DEFAULT_THRESHOLD
+        )
         return [DEFAULT_THRESHOLD] * len(classes)
-    record = read_json(path)
-    values = record.get("thresholds") if isinstance(record, dict) else None
+    record = read_json(path, expect=dict)
+    values = record.get("thresholds")
     if record.get("classes") != classes or not isinstance(values, list) or len(values) != len(classes):
         raise ImgclsError(f"{path}: its classes or thresholds do not match the run's {len(classes)} classes")
-    if not all(isinstance(v, (int, float)) and 0 <= v <= 1 for v in values):
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v <= 1 for v in values):
         raise ImgclsError(f"{path}: thresholds must be numbers between 0 and 1")
     return [float(v) for v in values]
 

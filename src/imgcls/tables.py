@@ -76,9 +76,11 @@ def _delimiter(first_line: str) -> str:
     return best if counts[best] > 1 else ","
 
 
-def read_table(path: str | Path, *, ours: bool = False, empty_ok: bool = False, what: str = "CSV") -> Table:
-    """A CSV as a header and one dict per row. ``ours``: a file imgcls wrote (formula escapes undone).
-    Short rows get empty cells; a row longer than the header, an empty or duplicate column name, text that
+def read_table(
+    path: str | Path, *, ours: bool = False, exact: bool = False, empty_ok: bool = False, what: str = "CSV"
+) -> Table:
+    """A CSV as a header and one dict per row. ``ours``: a file imgcls wrote (formula escapes undone);
+    ``exact``: cells as written (a run's own files), else stripped of padding. Short rows get empty cells; a row longer than the header, an empty or duplicate column name, text that
     is not UTF-8 or a file that is not text are one-line errors naming the file (and line)."""
     path = Path(path)
     try:
@@ -116,7 +118,7 @@ def read_table(path: str | Path, *, ours: bool = False, empty_ok: bool = False, 
                     f"{path} line {reader.line_num}: {len(record)} fields, but the header has {len(header)} "
                     f"({', '.join(header)}); quote values that contain the delimiter"
                 )
-            cells = [fix(c.strip()) for c in record] + [""] * (len(header) - len(record))
+            cells = [fix(c if exact else c.strip()) for c in record] + [""] * (len(header) - len(record))
             rows.append(dict(zip(header, cells)))
             lines.append(reader.line_num)
     except csv.Error as exc:

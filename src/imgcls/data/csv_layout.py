@@ -17,11 +17,11 @@ Validation comes from ``valid.csv``, a boolean ``is_valid`` or a string ``split`
 
 from __future__ import annotations
 
-import csv
 import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+from imgcls import tables
 from imgcls.data.samples import IMAGE_EXTENSIONS, UNLABELED, DatasetSplits, Sample, carve_validation, is_image
 from imgcls.errors import ImgclsError
 
@@ -40,6 +40,7 @@ TRUE = {"1", "true", "yes", "y", "t", "valid", "val", "validation"}
 FALSE = {"0", "false", "no", "n", "f", "train", "training"}
 SPLIT_NAMES = {"train": "train", "training": "train", "valid": "val", "val": "val", "validation": "val"}
 SPLIT_NAMES |= {"test": "test", "evaluation": "test", "holdout": "test"}
+TAG_COLUMNS = ("tags", "labels")
 LABEL_NAMES = ("label", "labels", "tags", "class", "category", "target", "y", "breed", "species")
 
 
@@ -52,6 +53,7 @@ class CsvOptions:
     label_sep: str | None = None  # tags separator (default: whitespace)
     task: str = "auto"  # auto | single | multilabel
     skip_missing: bool = False
+    allow_outside: bool = False  # image paths may lead out of the data folder (../, absolute paths)
 
 
 def label_csv(root: Path, opts: CsvOptions) -> Path | None:
@@ -66,16 +68,8 @@ def label_csv(root: Path, opts: CsvOptions) -> Path | None:
 
 
 def read_table(path: Path) -> tuple[list[str], list[dict]]:
-    try:
-        with open(path, newline="", encoding="utf-8-sig") as fh:
-            reader = csv.DictReader(fh)
-            header = [h.strip() for h in (reader.fieldnames or [])]
-            rows = [{(k or "").strip(): (v or "").strip() for k, v in row.items()} for row in reader]
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise ImgclsError(f"{path}: cannot read it as CSV ({type(exc).__name__}: {exc})") from None
-    if not header or not rows:
-        raise ImgclsError(f"{path}: no rows (expected a header line and one line per image)")
-    return header, rows
+    table = tables.read_table(path)
+    return table.header, table.rows
 
 
 class _Folder:
@@ -108,13 +102,18 @@ class _Folder:
         return names.get(value) or self._stems.get(value)
 
 
+def images_folder(root: Path, opts: CsvOptions) -> Path:
+    """``--images``: as given when it exists (or is absolute), else under the data folder."""
+    folder = Path(opts.images)
+    folder = folder if folder.is_absolute() or folder.is_dir() else root / folder
+    if not folder.is_dir():
+        raise ImgclsError(f"--images {opts.images}: no such folder")
+    return folder
+
+
 def _folders(root: Path, opts: CsvOptions, split: str) -> list[Path]:
     if opts.images:
-        folder = Path(opts.images)
-        folder = folder if folder.is_absolute() or folder.is_dir() else root / folder
-        if not folder.is_dir():
-            raise ImgclsError(f"--images {opts.images}: no such folder")
-        return [folder]
+        return [images_folder(root, opts)]
     return [root / d for d in IMAGE_DIRS[split] if (root / d).is_dir()] + [root]
 
 
@@ -186,16 +185,12 @@ def _label_form(path: Path, header: list[str], rows: list[dict], image_col: str,
     (column,) = columns
     values = [r[column] for r in rows]
     sep = opts.label_sep
-    if sep is not None:
-        tags = True
-    else:
-        # Tags: the column is named for them, or its values split into fewer distinct tags than there
-        # are distinct values (class names with spaces, like "Dairy product", do not).
-        distinct = set(values)
-        tokens = {t for v in distinct for t in v.split()}
-        several = any(len(v.split()) > 1 for v in distinct)
-        tags = several and (column.lower() in ("tags", "labels") or len(tokens) < len(distinct))
-    if tags and opts.task == "single":
+    # One value per row names the class, spaces and shared words included ("apple pie", "apple"): tags
+    # only when the column is named for them or the user gives their separator; --task single never
+    # splits, --task multilabel alone trains each row's one value as its one label.
+    several = any(len(v.split()) > 1 for v in set(values))
+    tags = opts.task != "single" and (sep is not None or (several and column.lower() in TAG_COLUMNS))
+    if opts.task == "single" and several and column.lower() == "tags":
         raise ImgclsError(f"{path}: {column!r} lists several labels per image; --task single cannot train it")
     empty = [i for i, v in enumerate(values) if not v]
     if empty:

@@ -5,38 +5,33 @@ corrections. Paths are relative to the data folder (forward slashes) or absolute
 
 from __future__ import annotations
 
-import csv
 import logging
+import os
 from dataclasses import replace
 from pathlib import Path
 
 from imgcls.data.samples import DatasetSplits, Sample
 from imgcls.data.splitfile import relative_path
 from imgcls.errors import ImgclsError
+from imgcls.tables import read_table
 
 log = logging.getLogger(__name__)
 
 
-def _table(path: str, columns: tuple[str, ...]) -> tuple[str, list[dict]]:
-    file = Path(path)
-    if not file.is_file():
-        raise ImgclsError(f"{path}: no such file")
-    try:
-        with open(file, newline="", encoding="utf-8-sig") as fh:
-            reader = csv.DictReader(fh)
-            rows = list(reader)
-            header = [h.strip() for h in reader.fieldnames or []]
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise ImgclsError(f"{path}: cannot read it as CSV ({exc})") from None
-    column = next((c for c in columns if c in header), None)
+def _table(path: str, columns: tuple[str, ...]):
+    table = read_table(path, ours=True, empty_ok=True, what="CSV")
+    column = next((c for c in columns if c in table.header), None)
     if column is None:
-        raise ImgclsError(f"{path}: needs a {' or '.join(columns)} column; it has {', '.join(header) or 'none'}")
-    return column, rows
+        raise ImgclsError(f"{path}: needs a {' or '.join(columns)} column; it has {', '.join(table.header) or 'none'}")
+    return column, table
 
 
-def _key(path: str, root: Path) -> str:
-    p = Path(path)
-    return str(p if p.is_absolute() else (root / p)).replace("\\", "/")
+def _key(path: str | Path, root: Path | None = None) -> str:
+    """The one spelling of a file: absolute, with ``..``/``.`` and doubled slashes resolved lexically
+    (``a/../a/b``, ``./a/b`` and an absolute path all name ``ROOT/a/b``; a symbolic link is not followed).
+    ``root``: what a relative path in a user's list is relative to (a sample's path already includes it)."""
+    p = Path(str(path).replace("\\", "/"))
+    return os.path.normpath(os.path.abspath(p if p.is_absolute() or root is None else root / p))
 
 
 def apply_edits(splits: DatasetSplits, *, exclude: str | None, relabel: str | None) -> tuple[DatasetSplits, list[list]]:
@@ -44,15 +39,16 @@ def apply_edits(splits: DatasetSplits, *, exclude: str | None, relabel: str | No
     root = Path(splits.root)
     edits: list[list] = []
     everything = splits.train + splits.val + splits.test
-    by_path = {str(Path(s.path)).replace("\\", "/"): s for s in everything}
+    by_path = {_key(s.path): s for s in everything}
 
     def name(label) -> str:
         return " ".join(splits.classes[c] for c in label) if isinstance(label, tuple) else splits.classes[label]
 
     drop: set[str] = set()
     if exclude:
-        column, rows = _table(exclude, ("path", "path_b"))
-        listed = {_key(r[column].strip(), root) for r in rows if r.get(column, "").strip()}
+        column, table = _table(exclude, ("path", "path_b"))
+        rows = table.rows
+        listed = {_key(r[column], root) for r in rows if r.get(column, "")}
         drop = listed & set(by_path)
         if len(drop) < len(listed):
             log.warning("%s: %d listed path(s) are not in %s (ignored)", exclude, len(listed) - len(drop), root)
@@ -62,14 +58,19 @@ def apply_edits(splits: DatasetSplits, *, exclude: str | None, relabel: str | No
         ]
     new_labels: dict[str, object] = {}
     if relabel:
-        column, rows = _table(relabel, ("path",))
+        column, table = _table(relabel, ("path",))
+        rows = table.rows
         index = {c: i for i, c in enumerate(splits.classes)}
         target = next((c for c in ("suggested", "label", "labels") if c in rows[0]), None) if rows else None
         if target is None:
             raise ImgclsError(f"{relabel}: needs a suggested (or label) column beside path")
         unknown_paths = []
-        for r in rows:
-            key = _key(r[column].strip(), root)
+        for k, r in enumerate(rows):
+            if not r.get(column):
+                continue
+            if not r[target] and splits.task != "multilabel":  # multi-label: no label at all is a label set
+                raise ImgclsError(f"{relabel} line {table.line_of(k)}: no {target} label for {r[column]}")
+            key = _key(r[column], root)
             if key not in by_path:
                 unknown_paths.append(r[column])
                 continue
@@ -86,10 +87,11 @@ def apply_edits(splits: DatasetSplits, *, exclude: str | None, relabel: str | No
             raise ImgclsError(f"{relabel}: {len(unknown_paths)} path(s) are not images of {root}: {shown}")
 
     def edit(samples: list[Sample]) -> list[Sample]:
-        key = lambda s: str(Path(s.path)).replace("\\", "/")  # noqa: E731
-        return [Sample(s.path, new_labels.get(key(s), s.label)) for s in samples if key(s) not in drop]
+        return [Sample(s.path, new_labels.get(_key(s.path), s.label)) for s in samples if _key(s.path) not in drop]
 
     edited = replace(splits, train=edit(splits.train), val=edit(splits.val), test=edit(splits.test))
     if exclude and not edited.train:
         raise ImgclsError(f"--exclude {exclude} leaves no training image")
+    if exclude and splits.val and not edited.val:
+        raise ImgclsError(f"--exclude {exclude} leaves no validation image (best.ckpt is chosen on them)")
     return edited, edits

@@ -7,7 +7,7 @@ import re
 from collections import defaultdict
 from pathlib import Path
 
-from imgcls.data.csv_layout import CsvOptions, discover_csv, label_csv
+from imgcls.data.csv_layout import CsvOptions, discover_csv, images_folder, label_csv
 from imgcls.data.samples import (
     IMAGE_EXTENSIONS,
     SPLIT_ALIASES,
@@ -159,12 +159,20 @@ def discover(
 ) -> DatasetSplits:
     """``for_eval``: the data is only read, not trained on: a missing validation split is no error, and
     a single folder of class folders is all one split to evaluate (``test``). ``csv``: how to read a
-    label CSV (data/csv_layout.py); a folder with one is always read through it."""
+    label CSV (data/csv_layout.py); a folder with one is always read through it.
+
+    Whatever the layout, every image lies inside ``root`` (or ``--images``) and in one split only."""
     root = Path(root)
     if not root.is_dir():
         raise ImgclsError(f"data folder not found: {root}")
     opts = csv or CsvOptions()
     table = label_csv(root, opts)
+    found = _discover(root, table, opts, val_split=val_split, seed=seed, for_eval=for_eval)
+    bases = [images_folder(root, opts)] if opts.images else []
+    return found.check(bases=bases, allow_outside=opts.allow_outside, where=str(table or root))
+
+
+def _discover(root: Path, table, opts: CsvOptions, *, val_split, seed: int, for_eval: bool) -> DatasetSplits:
     if table is not None:
         return discover_csv(root, table, opts, val_split=val_split, seed=seed, for_eval=for_eval)
     if (root / "meta" / "train.txt").is_file() and (root / "images").is_dir():

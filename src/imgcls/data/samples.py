@@ -3,6 +3,7 @@ splits, and the seeded stratified hold-out that carves validation out of trainin
 
 from __future__ import annotations
 
+import os
 import random
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -37,9 +38,59 @@ class DatasetSplits:
     task: str = "single"  # or "multilabel": each label is a tuple of class indices
     missing: list[tuple[str, str]] = field(default_factory=list)  # listed but skipped: (name, reason)
 
+    @property
+    def category(self) -> str:
+        """How the data itself labels a class, which is what a predictions CSV writes: by its index
+        (Food-11's flat ``<index>_<n>.jpg`` names) or by its name (folders, label CSVs)."""
+        return "index" if self.layout.startswith("flat") else "name"
+
     def split(self, name: str) -> list[Sample]:
         key = canonical_split(name)
         return {"train": self.train, "val": self.val, "test": self.test}[key]
+
+    def check(self, *, bases: list[str | Path] = (), allow_outside: bool = False, where: str = "") -> DatasetSplits:
+        """Refuse (one line) images that lie outside the data folder (and ``bases``, e.g. ``--images``) unless
+        ``allow_outside``, and images listed in two splits. Returns ``self``."""
+        where = where or self.root
+        if not allow_outside:
+            outside = outside_paths([s.path for s in self.train + self.val + self.test], [self.root, *bases])
+            if outside:
+                raise ImgclsError(
+                    f"{where}: {len(outside)} image(s) lie outside {self.root}: {_shown(outside)}; a downloaded "
+                    "dataset could point at your own files this way (pass --allow-outside-data if they are meant)"
+                )
+        seen: dict[str, str] = {}
+        both: list[str] = []
+        for name in ("train", "val", "test"):
+            for s in self.split(name):
+                key = os.path.normpath(os.path.abspath(s.path))
+                if seen.setdefault(key, name) != name:
+                    both.append(f"{s.path} ({seen[key]} and {name})")
+        if both:
+            raise ImgclsError(
+                f"{where}: {len(both)} image(s) are in two splits: {_shown(both)}; an image is trained on, "
+                "validated on or held out, not two of these"
+            )
+        return self
+
+
+def _shown(items: list[str], limit: int = 5) -> str:
+    return ", ".join(items[:limit]) + (f" ... ({len(items)} in all)" if len(items) > limit else "")
+
+
+def inside(path: str | Path, bases: list[str | Path]) -> bool:
+    """Whether ``path`` lies in one of the ``bases`` once ``..`` and ``.`` are resolved (lexically: a
+    dataset made of symbolic links stays inside its folder)."""
+    target = os.path.normpath(os.path.abspath(path))
+    for base in bases:
+        root = os.path.normpath(os.path.abspath(base))
+        if target == root or target.startswith(root.rstrip(os.sep) + os.sep):
+            return True
+    return False
+
+
+def outside_paths(paths: list[str], bases: list[str | Path]) -> list[str]:
+    return [p for p in paths if not inside(p, bases)]
 
 
 def canonical_split(name: str) -> str:

@@ -5,13 +5,14 @@ the seed (files added to the folder later, or another random hold-out, cannot ch
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
+
+import numpy as np
 
 from imgcls.data.layouts import UNLABELED, DatasetSplits, Sample
 from imgcls.errors import ImgclsError
 from imgcls.rundir import RunPaths
-from imgcls.tables import write_csv
+from imgcls.tables import read_table, write_csv
 
 SPLITS = ("train", "val", "test")
 
@@ -19,11 +20,13 @@ SPLITS = ("train", "val", "test")
 def relative_path(path: str, root: Path) -> str:
     """``path`` relative to ``root`` with forward slashes (as the CSVs of a run or a check name files),
     or whole when it lies outside ``root``."""
-    p = Path(path)
+    import os
+
+    p = Path(os.path.normpath(os.path.abspath(path)))
     try:
-        return p.relative_to(root).as_posix()
+        return p.relative_to(os.path.normpath(os.path.abspath(root))).as_posix()
     except ValueError:
-        return p.as_posix()
+        return Path(path).as_posix()
 
 
 def _label_text(label) -> str:
@@ -39,32 +42,39 @@ def write_splits(paths: RunPaths, splits: DatasetSplits) -> None:
     write_csv(paths.splits, ["split", "path", "labels" if multi else "label"], rows)
 
 
-def read_splits(paths: RunPaths, data: str | Path) -> DatasetSplits | None:
+def read_splits(paths: RunPaths, data: str | Path, *, allow_outside: bool = False) -> DatasetSplits | None:
     """The splits a run recorded, with paths under ``data`` (the run's data folder, or where it moved);
-    None for runs made before splits.csv existed."""
+    None for runs made before splits.csv existed. A path that leads out of ``data`` is refused unless the
+    run was trained with ``--allow-outside-data`` (an edited splits.csv must not read other files)."""
     if not paths.splits.is_file():
         return None
-    import json
+    from imgcls.files import read_json
 
-    classes = json.loads(paths.classes.read_text())
+    classes = read_json(paths.classes, expect=list)
     root = Path(data).resolve()
     by_split: dict[str, list[Sample]] = {name: [] for name in SPLITS}
-    try:
-        with open(paths.splits, newline="") as fh:
-            reader = csv.DictReader(fh)
-            multi = "labels" in (reader.fieldnames or [])
-            for row in reader:
-                text = row["labels" if multi else "label"].strip()
-                if text == str(UNLABELED):
-                    label = UNLABELED
-                else:
-                    label = tuple(int(i) for i in text.split()) if multi else int(text)
-                by_split[row["split"]].append(Sample(str(root / row["path"]), label))
-    except (KeyError, ValueError, TypeError, csv.Error, UnicodeDecodeError) as exc:
+    table = read_table(paths.splits, ours=True, exact=True, empty_ok=True)
+    multi = "labels" in table.header
+    column = "labels" if multi else "label"
+    if column not in table.header or "split" not in table.header or "path" not in table.header:
         raise ImgclsError(
-            f"{paths.splits} is damaged ({type(exc).__name__}: {exc}); start the run over with --force"
-        ) from None
-    return DatasetSplits(
+            f"{paths.splits} is damaged (columns {', '.join(table.header)}); start the run over with --force"
+        )
+    for k, row in enumerate(table.rows):
+        text = row[column]
+        try:
+            if text == str(UNLABELED):
+                label = UNLABELED
+            else:
+                label = tuple(int(i) for i in text.split()) if multi else int(text)
+            if row["split"] not in by_split or any(i < 0 or i >= len(classes) for i in np.atleast_1d(label) if i != -1):
+                raise ValueError(f"split {row['split']!r}, label {text!r}")
+        except ValueError as exc:
+            raise ImgclsError(
+                f"{paths.splits} is damaged ({table.where(k)}: {exc}); start the run over with --force"
+            ) from None
+        by_split[row["split"]].append(Sample(str(root / row["path"]), label))
+    splits = DatasetSplits(
         str(root),
         "saved",
         classes,
@@ -74,3 +84,4 @@ def read_splits(paths: RunPaths, data: str | Path) -> DatasetSplits | None:
         test_labeled=bool(by_split["test"]) and all(s.label != UNLABELED for s in by_split["test"]),
         task="multilabel" if multi else "single",
     )
+    return splits.check(allow_outside=allow_outside, where=str(paths.splits))

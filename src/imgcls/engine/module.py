@@ -81,12 +81,14 @@ class ClassifierModule(L.LightningModule):
         # compares across recipes. The epoch's metrics: accuracy (top-1, top-5), or for multi-label the
         # macro mean average precision (what best.ckpt is chosen by) and macro-F1 at 0.5.
         if self.multilabel:
-            from torchmetrics.classification import MultilabelAveragePrecision, MultilabelF1Score
+            from torchmetrics.classification import MultilabelF1Score
+
+            from imgcls.engine.label_metrics import PresentLabelsAP
 
             self.loss_fn = nn.BCEWithLogitsLoss()
             self.metric_names = ("train_f1", "val_mAP", "val_f1")
             self.train_score = MultilabelF1Score(num_classes, average="micro")
-            self.val_score = MultilabelAveragePrecision(num_classes, average="macro")
+            self.val_score = PresentLabelsAP(num_classes)
             self.val_score2 = MultilabelF1Score(num_classes, average="macro")
         else:
             self.loss_fn = nn.CrossEntropyLoss()

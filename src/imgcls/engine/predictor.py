@@ -15,6 +15,7 @@ import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from PIL import Image
@@ -24,27 +25,47 @@ from imgcls.data.layouts import Sample
 from imgcls.data.transforms import build_eval_transform
 from imgcls.errors import ImgclsError
 from imgcls.files import read_json
-from imgcls.rundir import RunPaths
+from imgcls.rundir import DEFAULT_THRESHOLD, RunPaths
+
+if TYPE_CHECKING:
+    from imgcls.plan import SavedRun
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
 class Predictor:
+    """A runnable model and everything needed to read its outputs, complete when made (``load_predictor``,
+    ``predictor_for_module``): classes, input size and crop, task and per-label thresholds, and the run
+    folder it came from (``saved``), so callers never reopen it."""
+
     run: object  # a runner: normalised NCHW float batch -> outputs (logits, or features for a backbone)
     classes: list[str]
     image_size: int
     name: str
     model: nn.Module | None = None  # the PyTorch model, when the source has one
-    paths: RunPaths | None = None
-    info: dict = field(default_factory=dict)
+    saved: SavedRun | None = None  # the run folder it came from (an export inside one, too)
+    info: dict = field(default_factory=dict)  # the export's sidecar; "summary": the run's summary.json
     task: str = "single"  # or "multilabel": sigmoid per label, predicted above its threshold
-    thresholds: list[float] | None = None  # multi-label, per class
+    thresholds: list[float] = field(default_factory=list)  # multi-label: one per class (0.5 when untuned)
     eval_crop: bool = True  # Resize + CenterCrop; else the whole image resized (multi-label default)
+    category: str = "name"  # what a predictions CSV writes for a class: its name, or its index (flat layouts)
+
+    def __post_init__(self):
+        if self.multilabel and not self.thresholds:
+            self.thresholds = [DEFAULT_THRESHOLD] * len(self.classes)
+
+    @property
+    def paths(self) -> RunPaths | None:
+        return self.saved.paths if self.saved is not None else None
 
     @property
     def multilabel(self) -> bool:
         return self.task == "multilabel"
+
+    def label(self, index: int) -> str:
+        """Class ``index`` as the data labels it (a predictions CSV's answer)."""
+        return str(index) if self.category == "index" else self.classes[index]
 
     def activate(self, logits: torch.Tensor) -> torch.Tensor:
         """Logits -> probabilities: softmax over classes, or a sigmoid per label (multi-label)."""
@@ -81,23 +102,21 @@ class Predictor:
         for probs in self.probabilities(images):
             rows = [
                 {"class": c, "index": j, "probability": float(q), "threshold": t, "predicted": bool(q >= t)}
-                for j, (c, q, t) in enumerate(zip(self.classes, probs, self.thresholds or [0.5] * len(self.classes)))
+                for j, (c, q, t) in enumerate(zip(self.classes, probs, self.thresholds))
             ]
             out.append(sorted(rows, key=lambda r: -r["probability"]))
         return out
 
     def decide(self, probs: torch.Tensor) -> torch.Tensor:
         """Multi-label decisions (N, C) bool: each probability against its label's threshold."""
-        return probs >= torch.tensor(self.thresholds or [0.5] * len(self.classes))
+        return probs >= torch.tensor(self.thresholds)
 
 
 def predictor_for_module(
     model: nn.Module, image_size: int, *, classes=None, name: str = "", engine=None, file: str | None = None
 ) -> Predictor:
-    from imgcls.engine.onnx_engine import make_runner
-
-    runner = make_runner(model.eval(), image_size, engine=engine, file=file)
-    return Predictor(runner, list(classes or []), image_size, name, model=model)
+    """A bare module (a frozen backbone, a stock ImageNet classifier) on the fastest engine."""
+    return Predictor(_runner(model, image_size, engine, file), list(classes or []), image_size, name, model=model)
 
 
 def imagenet_categories() -> list[str]:
@@ -130,10 +149,8 @@ def read_sidecar(path: Path, weights: Path) -> dict:
     """An export's sidecar (``model.json``), checked: a hand-edited or foreign file fails in one line."""
     if not path.is_file():
         raise ImgclsError(f"{weights.name}: its sidecar {path.name} is missing (made by imgcls export)")
-    info = read_json(path)
+    info = read_json(path, expect=dict, what="a JSON object (made by imgcls export)")
     problems = []
-    if not isinstance(info, dict):
-        raise ImgclsError(f"{path}: expected a JSON object (made by imgcls export)")
     classes = info.get("classes")
     if not isinstance(classes, list) or len(classes) < 2 or not all(isinstance(c, str) for c in classes):
         problems.append("'classes' must be a list of at least two names")
@@ -154,14 +171,19 @@ def read_sidecar(path: Path, weights: Path) -> dict:
             problems.append("'mean' values must be within (-10, 10)")
     if info.get("task", "single") not in ("single", "multilabel"):
         problems.append("'task' must be single or multilabel")
+    if info.get("category", "name") not in ("name", "index"):
+        problems.append("'category' must be name or index")
     thresholds = info.get("thresholds")
     if thresholds is not None and (
         not isinstance(thresholds, list)
         or not isinstance(classes, list)
         or len(thresholds) != len(classes)
-        or not all(isinstance(t, (int, float)) and 0 <= t <= 1 for t in thresholds)
+        or not all(isinstance(t, (int, float)) and not isinstance(t, bool) and 0 <= t <= 1 for t in thresholds)
     ):
         problems.append("'thresholds' must be one number in [0, 1] per class")
+    for key in ("sha256", "checkpoint_sha256"):
+        if key in info and not (isinstance(info[key], str) and len(info[key]) == 64):
+            problems.append(f"'{key}' must be a SHA-256 in hex")
     if problems:
         raise ImgclsError(f"{path}: {'; '.join(problems)}")
     return info
@@ -176,7 +198,19 @@ def sidecar_path(weights: Path) -> Path:
     return weights.with_suffix(".json")
 
 
-def onnx_predictor(path: Path, info: dict) -> Predictor:
+def _sidecar_fields(info: dict) -> dict:
+    """Predictor fields from a sidecar (exports made before some of them: single-label, crop, names)."""
+    task = info.get("task", "single")
+    thresholds = [float(t) for t in info.get("thresholds") or []] if task == "multilabel" else []
+    return dict(
+        task=task,
+        eval_crop=bool(info.get("eval_crop", True)),
+        thresholds=thresholds,
+        category=info.get("category", "name"),
+    )
+
+
+def onnx_predictor(path: Path, info: dict, *, saved: SavedRun | None = None) -> Predictor:
     """An ONNX file in ONNX Runtime, checked against ``info`` (the sidecar): its input takes
     ``image_size`` images and its output has one score per class."""
     from imgcls.engine.onnx_engine import OrtRunner, onnxruntime_available
@@ -191,56 +225,97 @@ def onnx_predictor(path: Path, info: dict) -> Predictor:
     width = out_shape[-1] if out_shape else None
     if isinstance(width, int) and width != len(classes):
         raise ImgclsError(f"{path}: the model gives {width} scores, but its sidecar lists {len(classes)} classes")
-    predictor = Predictor(runner, list(classes), size, info.get("model") or path.stem, info=info)
-    return _with_task(predictor, info)
+    name = info.get("model") or path.stem
+    return Predictor(runner, list(classes), size, name, saved=saved, info=info, **_sidecar_fields(info))
 
 
-def _with_task(predictor: Predictor, info: dict) -> Predictor:
-    """Task, thresholds and evaluation crop from a sidecar (exports made before them: single-label, crop)."""
-    predictor.task = info.get("task", "single")
-    predictor.eval_crop = bool(info.get("eval_crop", True))
-    if predictor.multilabel:
-        predictor.thresholds = [float(t) for t in info.get("thresholds") or [0.5] * len(predictor.classes)]
-    return predictor
+def export_problem(path: Path, info: dict, saved: SavedRun | None) -> str | None:
+    """Why an export cannot stand for its run, or None: the file is not the one its sidecar describes (a
+    file copied in from elsewhere), or it was made from another ``best.ckpt`` than the run's now (trained
+    or resumed since). Exports from before these records have neither, and only the first check needs them."""
+    from imgcls.files import sha256_file
+
+    if "sha256" in info and sha256_file(path) != info["sha256"]:
+        return f"{path} is not the file its sidecar {sidecar_path(path).name} describes (replaced, or copied from another run)"
+    if saved is None or not saved.paths.best.is_file():
+        return None
+    if "checkpoint_sha256" not in info:
+        return f"{path} does not record the checkpoint it came from (made by an older imgcls)"
+    if info["checkpoint_sha256"] != sha256_file(saved.paths.best):
+        return f"{path} was made from an earlier {saved.paths.best.relative_to(saved.paths.root)} than the run's now"
+    return None
 
 
-def _from_export(path: Path, engine: str) -> Predictor:
-    """An exported ``.onnx`` (ONNX Runtime) or ``.safetensors`` (PyTorch) with its sidecar."""
+def _owning_run(path: Path) -> SavedRun | None:
+    """The run folder an export lies in (``RUN/export/model.onnx``), if it is one."""
+    from imgcls.plan import open_saved_run
+    from imgcls.rundir import folder_state
+
+    root = path.parent.parent
+    if folder_state(root) != "run" or not RunPaths(root).best.is_file():
+        return None
+    return open_saved_run(root)
+
+
+def _from_export(path: Path, engine: str, saved: SavedRun | None = None) -> Predictor:
+    """An exported ``.onnx`` (ONNX Runtime) or ``.safetensors`` (PyTorch) with its sidecar, refused when it
+    does not match its sidecar or its run's current checkpoint (``export_problem``)."""
     if not path.is_file():
         raise ImgclsError(f"not found: {path}")
     info = read_sidecar(sidecar_path(path), path)
+    saved = saved or _owning_run(path)
+    problem = export_problem(path, info, saved)
+    if problem:
+        again = f"imgcls export {saved.paths.root}" if saved else "imgcls export RUN"
+        raise ImgclsError(f"{problem}; export it again: {again}{' --quantize int8' if '.int8.' in path.name else ''}")
+    if saved is not None:
+        info["summary"] = _summary(saved)
     if path.suffix == ".onnx":
         if engine == "torch":
             raise ImgclsError(f"{path}: an ONNX file runs in ONNX Runtime only (drop the torch engine)")
-        predictor = onnx_predictor(path, info)
-    else:
-        from imgcls.models.weights import load_state_dict_file
-        from imgcls.plan import ModelChoice
+        return onnx_predictor(path, info, saved=saved)
+    from imgcls.models.weights import load_state_dict_file
+    from imgcls.plan import ModelChoice
 
-        if not info.get("model"):
-            raise ImgclsError(f"{sidecar_path(path)}: 'model' (the model spec) is needed to rebuild the network")
-        model = ModelChoice.parse(info["model"]).build(len(info["classes"]), image_size=info["image_size"])
-        try:
-            model.load_state_dict(load_state_dict_file(path))
-        except RuntimeError as exc:
-            raise ImgclsError(f"{path} does not fit {info['model']!r}: {str(exc).splitlines()[0]}") from None
-        predictor = predictor_for_module(
-            model.eval(), info["image_size"], classes=info["classes"], name=info["model"], engine=engine, file=str(path)
-        )
-        predictor.info = info
-        _with_task(predictor, info)
-    run = path.parent.parent  # RUN/export/model.onnx: the run it came from, for its data and splits
-    if (run / "config.yaml").is_file() and (run / "classes.json").is_file():
-        predictor.paths = RunPaths(run)
-    return predictor
+    if not info.get("model"):
+        raise ImgclsError(f"{sidecar_path(path)}: 'model' (the model spec) is needed to rebuild the network")
+    model = ModelChoice.parse(info["model"]).build(len(info["classes"]), image_size=info["image_size"])
+    try:
+        model.load_state_dict(load_state_dict_file(path))
+    except RuntimeError as exc:
+        raise ImgclsError(f"{path} does not fit {info['model']!r}: {str(exc).splitlines()[0]}") from None
+    runner = _runner(model, info["image_size"], engine, str(path))
+    fields = _sidecar_fields(info)
+    return Predictor(runner, list(info["classes"]), info["image_size"], info["model"], model, saved, info, **fields)
 
 
-def _fresh_export(paths: RunPaths) -> Path | None:
-    onnx = paths.export_onnx
-    if onnx.is_file() and onnx.with_name("model.json").is_file() and paths.best.is_file():
-        if onnx.stat().st_mtime >= paths.best.stat().st_mtime:
-            return onnx
-    return None
+def _summary(saved: SavedRun) -> dict:
+    if not saved.paths.summary.is_file():
+        return {}
+    summary = read_json(saved.paths.summary)
+    return summary if isinstance(summary, dict) else {}
+
+
+def _runner(model: nn.Module, image_size: int, engine: str | None, file: str | None):
+    from imgcls.engine.onnx_engine import make_runner
+
+    return make_runner(model.eval(), image_size, engine=engine, file=file)
+
+
+def _fresh_export(saved: SavedRun) -> Path | None:
+    """The run's ``export/model.onnx`` when it stands for the current best checkpoint; a stale one is
+    passed over with a warning (the checkpoint runs instead)."""
+    onnx = saved.paths.export_onnx
+    if not (onnx.is_file() and sidecar_path(onnx).is_file() and saved.paths.best.is_file()):
+        return None
+    try:
+        problem = export_problem(onnx, read_sidecar(sidecar_path(onnx), onnx), saved)
+    except ImgclsError as exc:
+        problem = str(exc)
+    if problem:
+        log.warning("%s; running the checkpoint instead (imgcls export %s makes a new one)", problem, saved.paths.root)
+        return None
+    return onnx
 
 
 EXPORT_SUFFIXES = (".onnx", ".safetensors")
@@ -248,56 +323,69 @@ ENGINES = ("auto", "onnx", "torch", "int8")
 
 
 def load_predictor(ref: str | Path, *, engine: str | None = None, checkpoint: str = "best") -> Predictor:
-    """``engine``: auto (ONNX Runtime on CPU when possible) | onnx | torch (always the PyTorch model) |
-    int8 (the run's accepted ``export/model.int8.onnx``; never chosen unless asked)."""
+    """The one loader of trained models. ``ref``: a run folder, an exported ``.onnx``/``.safetensors``, or a
+    registered model with ImageNet weights. ``engine``: auto (ONNX Runtime on CPU when possible) | onnx |
+    torch (always the PyTorch model) | int8 (the run's accepted ``export/model.int8.onnx``; only when asked)."""
     from imgcls.engine.onnx_engine import ENGINE_ENV, onnxruntime_available
     from imgcls.plan import open_saved_run
 
     engine = engine or os.environ.get(ENGINE_ENV) or "auto"
     if engine not in ENGINES:
         raise ImgclsError(f"unknown engine {engine!r}; use one of {', '.join(ENGINES)}")
-    ref_s = str(ref)
-    path = Path(ref_s)
+    path = Path(str(ref))
     if path.suffix in EXPORT_SUFFIXES:
+        if engine == "int8" and ".int8." not in path.name:
+            raise ImgclsError(f"{path} is not an int8 export; --engine int8 takes a run folder or a model.int8.onnx")
         return _from_export(path, "auto" if engine == "int8" else engine)
     if engine == "int8":  # only when asked: the run's accepted int8 export
-        int8 = path / "export" / "model.int8.onnx"
+        saved = open_saved_run(path, checkpoint="best")
+        int8 = saved.paths.export_dir / "model.int8.onnx"
         if not int8.is_file():
             raise ImgclsError(
                 f"{path} has no int8 export; make one with: imgcls export {path} --quantize int8 "
                 "(it is written only when it keeps the model's answers)"
             )
-        predictor = _from_export(int8, "auto")
-        predictor.info["summary"] = read_json(predictor.paths.summary) if predictor.paths.summary.is_file() else {}
-        return predictor
+        return _from_export(int8, "auto", saved)
     if not path.exists():
         from imgcls.models.registry import create_model, get_model_info, list_models
 
-        if ref_s in list_models() and get_model_info(ref_s).has_weights:
-            model = create_model(ref_s, 1000, pretrained=True)
-            size = get_model_info(ref_s).default_image_size
-            return predictor_for_module(model, size, classes=imagenet_categories(), name=ref_s, engine=engine)
-    run = open_saved_run(path, checkpoint=checkpoint)
-    paths = run.paths
-    summary = read_json(paths.summary) if paths.summary.is_file() else {}
-    export = _fresh_export(paths) if checkpoint == "best" and engine != "torch" else None
+        if str(ref) in list_models() and get_model_info(str(ref)).has_weights:
+            model = create_model(str(ref), 1000, pretrained=True)
+            return predictor_for_module(
+                model,
+                get_model_info(str(ref)).default_image_size,
+                classes=imagenet_categories(),
+                name=str(ref),
+                engine=engine,
+            )
+    saved = open_saved_run(path, checkpoint=checkpoint)
+    export = _fresh_export(saved) if checkpoint == "best" and engine != "torch" else None
     if export is not None and onnxruntime_available():
-        predictor = _from_export(export, engine)
-    else:
-        model = load_trained_model(run, checkpoint=checkpoint)
-        ckpt = paths.best if checkpoint == "best" else paths.last
-        predictor = predictor_for_module(
-            model, run.cfg.image_size, classes=run.classes, name=run.cfg.model, engine=engine, file=str(ckpt)
-        )
-        predictor.task = run.cfg.task if run.cfg.task != "auto" else "single"
-        predictor.eval_crop = run.cfg.eval_crop is not False
-        if predictor.multilabel:
-            from imgcls.rundir import read_thresholds
+        return _from_export(export, engine, saved)
+    return _from_checkpoint(saved, engine, checkpoint)
 
-            predictor.thresholds = read_thresholds(paths.thresholds, run.classes)
-    predictor.paths = paths
-    predictor.info["summary"] = summary
-    return predictor
+
+def _from_checkpoint(saved: SavedRun, engine: str | None, checkpoint: str) -> Predictor:
+    from imgcls.rundir import read_thresholds
+
+    cfg = saved.cfg
+    model = load_trained_model(saved, checkpoint=checkpoint)
+    ckpt = saved.paths.best if checkpoint == "best" else saved.paths.last
+    summary = _summary(saved)
+    task = cfg.task if cfg.task != "auto" else "single"
+    return Predictor(
+        _runner(model, cfg.image_size, engine, str(ckpt)),
+        list(saved.classes),
+        cfg.image_size,
+        cfg.model,
+        model,
+        saved,
+        {"summary": summary},
+        task=task,
+        thresholds=read_thresholds(saved.paths.thresholds, saved.classes) if task == "multilabel" else [],
+        eval_crop=cfg.eval_crop is not False,
+        category=summary.get("category", "name"),
+    )
 
 
 def check_batch_args(batch_size: int, workers: int | None) -> None:

@@ -35,11 +35,10 @@ def tune(probs: torch.Tensor, targets: torch.Tensor) -> tuple[list[float], list[
 def write_thresholds(paths: RunPaths, *, workers: int = 0) -> dict:
     """Tune on the run's recorded validation split with its best checkpoint; returns what was written."""
     from imgcls.engine.predictor import load_predictor, predict_samples
-    from imgcls.plan import open_saved_run
 
-    run = open_saved_run(paths.root)
-    samples = run.splits().val
     predictor = load_predictor(paths.root)
+    run = predictor.saved
+    samples = run.splits().val
     probs, kept = predict_samples(predictor, samples, workers=workers)
     targets = torch.zeros(len(kept), len(run.classes))
     for row, i in enumerate(kept):

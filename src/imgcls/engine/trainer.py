@@ -54,10 +54,17 @@ def static_summary(plan: RunPlan, module) -> dict:
     """summary.json's fields that do not change during training."""
     cfg = plan.cfg
     params, trainable = count_params(module.model)
+    category = plan.splits.category
+    if plan.splits.layout == "saved" and plan.paths is not None and plan.paths.summary.is_file():
+        from imgcls.files import read_json
+
+        previous = read_json(plan.paths.summary)  # a resume reads its splits back: the layout said it
+        category = previous.get("category", category) if isinstance(previous, dict) else category
     return {
         "model": cfg.model,
         "task": plan.task,
         "num_classes": cfg.num_classes,
+        "category": category,
         "image_size": cfg.image_size,
         "default_image_size": plan.model.info.default_image_size,
         "pretrained": cfg.pretrained,

@@ -152,7 +152,8 @@ def _variant_html(v: Variant, conf: Path | None, pc: Path, root: Path) -> str:
         body = "".join(
             "<tr>"
             + "".join(
-                f"<td>{html.escape(str(r[c]) if c in ('class', 'support') else f'{r[c]:.3f}')}</td>" for c in cells
+                f"<td>{html.escape(str(r[c]) if c in ('class', 'support') else '-' if r[c] is None else f'{r[c]:.3f}')}</td>"
+                for c in cells
             )
             + "</tr>"
             for r in v.eval["per_label"]

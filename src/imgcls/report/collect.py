@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,6 +10,7 @@ from imgcls.errors import ImgclsError
 from imgcls.files import read_json
 from imgcls.report.gallery import read_multilabel_predictions, read_predictions
 from imgcls.rundir import RunPaths, read_metrics
+from imgcls.tables import read_table
 
 
 @dataclass
@@ -60,9 +60,8 @@ class Variant:
 
 
 def _read_confusion(path: Path) -> list[list[int]]:
-    with open(path, newline="") as fh:
-        rows = list(csv.reader(fh))[1:]
-    return [[int(v) for v in row[1:]] for row in rows]
+    table = read_table(path, ours=True, exact=True, empty_ok=True)
+    return [[int(row[c]) for c in table.header[1:]] for row in table.rows]
 
 
 def _ordered_run_dirs(root: Path) -> list[Path]:

@@ -91,6 +91,7 @@ def per_class(v: Variant, path: Path) -> Path:
         else (v.eval["per_class"], "recall", "per-class accuracy")
     )
     title = v.name
+    rows = [r for r in rows if r[key] is not None]  # labels without a positive image have no AP
     if len(rows) > 50:  # bounded figure: the 25 worst and 25 best classes
         ordered = sorted(rows, key=lambda r: r[key])
         rows = ordered[:25] + ordered[-25:]

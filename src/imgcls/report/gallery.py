@@ -5,14 +5,13 @@ thumbnails (base64, so report.html stays one self-contained file of a few MB at 
 from __future__ import annotations
 
 import base64
-import csv
 import html
 import io
 import logging
 from pathlib import Path
 
 from imgcls.files import atomic_write
-from imgcls.tables import write_csv
+from imgcls.tables import read_table, write_csv
 
 log = logging.getLogger(__name__)
 THUMB = 112  # px, longest side
@@ -156,8 +155,7 @@ PREDICTION_COLUMNS = ["path", "true", "predicted", "probability", "true_probabil
 
 
 def read_predictions(path: Path) -> list[dict]:
-    with open(path, newline="") as fh:
-        rows = list(csv.DictReader(fh))
+    rows = read_table(path, ours=True, exact=True, empty_ok=True).rows
     for row in rows:
         row["probability"] = float(row["probability"])
         row["true_probability"] = float(row["true_probability"])
@@ -169,8 +167,7 @@ MULTILABEL_COLUMNS = ["path", "true", "predicted", "missed", "wrong", "probabili
 
 
 def read_multilabel_predictions(path: Path) -> list[dict]:
-    with open(path, newline="") as fh:
-        rows = list(csv.DictReader(fh))
+    rows = read_table(path, ours=True, exact=True, empty_ok=True).rows
     for row in rows:
         row["errors"] = len(row["missed"].split()) + len(row["wrong"].split())
     return rows

@@ -100,9 +100,12 @@ def create_app(
         summary = predictor.info.get("summary") or {}
         metric = "val_mAP" if predictor.multilabel else "val_acc"
         best = summary.get(f"best_{metric}", predictor.info.get(f"best_{metric}"))
+        file = predictor.run.file or ""
         return {
             "name": predictor.name,
             "engine": predictor.engine,
+            "file": file,
+            "int8": Path(file).name.endswith(".int8.onnx"),
             "task": predictor.task,
             "classes": predictor.classes,
             "thresholds": predictor.thresholds,
