@@ -25,8 +25,8 @@ test: $(STAMP) browser lint
 	IMGCLS_OFFLINE=1 $(BIN)/python -m pytest -q --durations=15
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests
-	$(BIN)/ruff format --check src tests
+	$(BIN)/ruff check src tests bench scripts
+	$(BIN)/ruff format --check src tests bench scripts
 
 # Debian's Chromium for the browser tests (never a browser download). Needs root to install.
 browser:

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The GPU path in one call: the CUDA-marked tests, a short training of each reference model on generated
-# 224 px photos, and `imgcls bench --accelerator cuda --quick`; logs and JSON under one folder.
+# 224 px photos, and `python -m bench --accelerator cuda --quick`; logs and JSON under one folder.
 # Without a GPU it says so, runs the CPU half (the same trainings and evaluations at 32 px through
-# --data-pipeline tensor; CPU speeds are `imgcls bench`'s job) and exits 0 when that passes.
+# --data-pipeline tensor; CPU speeds are the bench's job) and exits 0 when that passes.
 # Installs nothing: it uses .venv (from `make install`) or $PYTHON (e.g. PYTHON=python3 on a machine whose
 # Python already has torch, lightning, timm, torchmetrics and onnxruntime). Exit status: failed steps.
 #
@@ -63,7 +63,7 @@ for model in ${GPU_CHECK_MODELS:-efficientnet_b0 vit_b_16 attn_cnn}; do
 done
 
 if [ -n "$gpu" ]; then
-  step bench-cuda "$PYTHON" -m imgcls bench --accelerator cuda --quick --json "$OUT_DIR/bench-cuda.json"
+  step bench-cuda "$PYTHON" -m bench --accelerator cuda --quick --json "$OUT_DIR/bench-cuda.json"
 fi
 [ -f "$OUT_DIR/bench-cuda.json" ] && sed -n '/^measure/,$p' "$OUT_DIR/bench-cuda.log"
 echo "gpu-check: $failures failed step(s) in $(($(date +%s) - T0)) s; logs in $OUT_DIR"

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +12,31 @@ import pytest
 from PIL import Image
 
 os.environ.setdefault("IMGCLS_OFFLINE", "1")  # tests never download
+# Nothing a test does reaches the user's ~/.cache/imgcls: the session's shared fixtures (made before any
+# test's own cache exists) use this folder, and every test gets a cache of its own (below).
+SESSION_CACHE = Path(tempfile.mkdtemp(prefix="imgcls-test-cache-"))
+os.environ["IMGCLS_CACHE"] = str(SESSION_CACHE)
+
+
+@pytest.fixture(autouse=True)
+def own_cache(tmp_path_factory, monkeypatch):
+    """Each test starts from an IMGCLS_CACHE of its own, so its results never depend on what ran before it
+    (features, decoded images, scan verdicts). The one shared part is ``onnx/``: exports named by the SHA of
+    the weights they hold, which cannot differ between tests (making them again cost the suite ~40 s)."""
+    cache = tmp_path_factory.mktemp("cache")
+    (SESSION_CACHE / "onnx").mkdir(exist_ok=True)
+    (cache / "onnx").symlink_to(SESSION_CACHE / "onnx", target_is_directory=True)
+    monkeypatch.setenv("IMGCLS_CACHE", str(cache))
+
+
+def wait_until(condition, *, timeout: float, what: str, every: float = 0.05) -> None:
+    """Poll ``condition()`` until it holds, failing after ``timeout`` seconds: for a process or server that
+    runs on its own and can only be observed (no event to wait on)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout:g} s waiting for {what}")
+        time.sleep(every)
 
 
 def write_image(path: Path, colour=(200, 30, 30), size=(40, 32), seed: int = 0) -> Path:
@@ -28,7 +55,7 @@ def demo_data(tmp_path_factory) -> Path:
 
 
 def train_tiny(data: Path, out: Path, extra_callbacks=None, **overrides):
-    from imgcls.config import resolve_config
+    from imgcls.core.config import resolve_config
     from imgcls.engine.train import train
 
     options = dict(

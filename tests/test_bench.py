@@ -2,7 +2,7 @@
 
 import json
 
-from imgcls.bench import TARGETS, run_bench
+from bench.run import TARGETS, run_bench
 
 
 def test_quick_bench_writes_every_measure(tmp_path):
@@ -26,8 +26,8 @@ def test_only_runs_the_named_measures_and_cuda_needs_a_gpu(tmp_path, monkeypatch
     import pytest
     import torch
 
-    import imgcls.bench as bench
-    from imgcls.errors import ImgclsError
+    import bench.run as bench
+    from imgcls.core.errors import ImgclsError
 
     ran = []
 
@@ -53,7 +53,7 @@ def test_only_runs_the_named_measures_and_cuda_needs_a_gpu(tmp_path, monkeypatch
 
 
 def test_gpu_plan_covers_the_reference_models():
-    from imgcls.bench import GPU_MODELS, _plan
+    from bench.run import GPU_MODELS, _plan
 
     names = [p[0] for p in _plan("cuda", None)]
     assert names == ["pipeline", "head_epoch", *(f"full_finetune:{m}" for m in GPU_MODELS), "inference"]
@@ -64,8 +64,8 @@ def test_gpu_plan_covers_the_reference_models():
 def test_gpu_bench_measures_run_on_cpu_tensors(tmp_path, monkeypatch):
     """The GPU plan's worker functions, run on the CPU with tiny sizes: their code runs here, their
     numbers come from a GPU machine (scripts/gpu-check.sh)."""
-    from imgcls import bench_worker
-    from imgcls.bench import make_photos
+    from bench import worker as bench_worker
+    from bench.run import make_photos
 
     monkeypatch.setenv("IMGCLS_ENGINE", "torch")  # no ONNX export of the frozen backbone: seconds saved
     make_photos(tmp_path / "data", 22)

@@ -5,11 +5,11 @@ import shutil
 
 import pytest
 
-from imgcls.compare import compare, run_state
-from imgcls.config import resolve_config
-from imgcls.errors import ImgclsError
+from imgcls.commands.compare import compare, run_state
+from imgcls.core.config import resolve_config
+from imgcls.core.errors import ImgclsError
+from imgcls.core.rundir import RunPaths, read_metrics
 from imgcls.report.build import build_report
-from imgcls.rundir import RunPaths, read_metrics
 
 SPECS = ["attn_cnn:num_heads=4", "vit_tiny:depth=1,patch_size=8"]
 
@@ -143,7 +143,7 @@ def test_a_changed_recipe_is_not_reused(demo_data, tmp_path):
     with pytest.raises(ImgclsError, match=r"--lr 0\.001 -> 0\.01.*--retrain"):
         compare(_cfg(demo_data, lr=0.01), specs, out, progress=False)
     compare(_cfg(demo_data, lr=0.01), specs, out, progress=False, retrain=True)
-    from imgcls.config import load_run_config
+    from imgcls.core.config import load_run_config
 
     assert load_run_config(out / "attn_cnn-num_heads4" / "config.yaml").lr == 0.01
     compare(_cfg(demo_data, lr=0.01, workers=1), specs, out, progress=False)  # a resumable field: reused

@@ -1,7 +1,7 @@
 import pytest
 
-from imgcls.config import TrainConfig, dump_config, load_run_config, resolve_config
-from imgcls.errors import ImgclsError
+from imgcls.core.config import TrainConfig, dump_config, load_run_config, resolve_config
+from imgcls.core.errors import ImgclsError
 
 
 def test_defaults_are_the_reference_recipe():

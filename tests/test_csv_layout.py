@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from imgcls.cli import main
+from imgcls.core.errors import ImgclsError
 from imgcls.data.csv_layout import CsvOptions
 from imgcls.data.layouts import UNLABELED, discover
-from imgcls.errors import ImgclsError
 
 from conftest import write_image
 
@@ -218,7 +218,7 @@ def test_evaluate_reads_another_folder_through_the_csv_flags(tiny_run, demo_data
     import json
     import shutil
 
-    from imgcls.evaluate import evaluate
+    from imgcls.commands.evaluate import evaluate
 
     names = (demo_data / "classes.txt").read_text().split()
     other, rows = tmp_path / "other", []

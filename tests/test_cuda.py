@@ -36,7 +36,7 @@ def test_device_augmentation_matches_the_cpu_one():
 
 @pytest.mark.parametrize("model", ["efficientnet_b0", "attn_cnn", "vit_tiny"])
 def test_training_on_the_gpu_uses_the_tensor_pipeline_and_mixed_precision(demo_data, tmp_path, model):
-    from imgcls.evaluate import evaluate
+    from imgcls.commands.evaluate import evaluate
 
     paths = train_tiny(
         demo_data, tmp_path / model, model=model, augment="reference", pretrained=False, epochs=2, image_size=64

@@ -6,8 +6,8 @@ import sys
 
 import pytest
 
-from imgcls.evaluate import evaluate
-from imgcls.rundir import read_metrics
+from imgcls.commands.evaluate import evaluate
+from imgcls.core.rundir import read_metrics
 
 
 def _torchrun(*args, timeout=600):

@@ -8,8 +8,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
+from imgcls.core.errors import BadImageError
 from imgcls.data.decode import load_rgb
-from imgcls.errors import BadImageError
 
 
 def roundtrip(img: Image.Image, fmt: str, tmp_path, **save) -> np.ndarray:

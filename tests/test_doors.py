@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from imgcls.cli import main
+from imgcls.commands.evaluate import evaluate
+from imgcls.commands.export import export
+from imgcls.core.errors import ImgclsError
 from imgcls.engine.predictor import load_predictor
-from imgcls.errors import ImgclsError
-from imgcls.evaluate import evaluate
-from imgcls.export import export
 
 from conftest import train_tiny, write_image
 
@@ -83,7 +83,7 @@ def test_evaluate_reads_the_recorded_validation_split(demo_data, tmp_path):
 
 
 def _entry(kind):
-    from imgcls.cache import user_cache
+    from imgcls.core.cache import user_cache
 
     (folder,) = [p for p in user_cache(kind).iterdir() if p.is_dir()]
     return folder
@@ -139,7 +139,7 @@ def test_a_truncated_image_store_is_rebuilt(tmp_path, monkeypatch, caplog):
 
 def test_a_scan_cache_from_another_version_is_rebuilt(tmp_path, monkeypatch, caplog):
     # Seen on food5: an entry with verdicts.json (an earlier layout) made check-data a KeyError traceback.
-    from imgcls.cache import CacheEntry
+    from imgcls.core.cache import CacheEntry
     from imgcls.data.layouts import Sample
     from imgcls.data.scan import scan_samples
 

@@ -6,8 +6,10 @@ import pytest
 import torch
 from PIL import Image
 
-from imgcls.errors import ImgclsError
-from imgcls.export import export
+from imgcls.commands.export import export
+from imgcls.core.errors import ImgclsError
+
+from conftest import wait_until
 
 pytest.importorskip("onnxruntime")
 pytest.importorskip("fastapi")
@@ -58,7 +60,7 @@ def test_unknown_format(tiny_run):
 
 
 def test_predict_accepts_an_exported_model(exported, tiny_run, demo_data, tmp_path):
-    from imgcls.predict import predict
+    from imgcls.commands.predict import predict
 
     a = predict(exported["path"], [str(demo_data / "evaluation")], out=tmp_path / "a.csv", topk=1)
     b = predict(str(tiny_run), [str(demo_data / "evaluation")], out=tmp_path / "b.csv", topk=1, workers=0)
@@ -72,8 +74,8 @@ def test_predict_accepts_an_exported_model(exported, tiny_run, demo_data, tmp_pa
 def client(exported, tiny_run):
     from fastapi.testclient import TestClient
 
+    from imgcls.commands.serve.app import create_app
     from imgcls.engine.predictor import load_predictor
-    from imgcls.serve.app import create_app
 
     predictor = load_predictor(tiny_run)
     assert predictor.engine == "onnxruntime"  # the export is used when present
@@ -143,7 +145,6 @@ def server(exported, tiny_run):
     import socket
     import subprocess
     import sys
-    import time
     import urllib.request
 
     with socket.socket() as s:
@@ -156,14 +157,17 @@ def server(exported, tiny_run):
         text=True,
     )
     url = f"http://127.0.0.1:{port}"
-    for _ in range(300):
+
+    def answers() -> bool:
+        if proc.poll() is not None:
+            pytest.fail(f"imgcls serve exited: {proc.stdout.read()}")
         try:
             urllib.request.urlopen(url + "/health", timeout=1)
-            break
+            return True
         except OSError:
-            if proc.poll() is not None:
-                pytest.fail(f"imgcls serve exited: {proc.stdout.read()}")
-            time.sleep(0.2)
+            return False
+
+    wait_until(answers, timeout=60, what="imgcls serve to answer /health", every=0.2)
     yield url
     proc.terminate()
     proc.wait(timeout=30)
@@ -207,7 +211,7 @@ def _multipart_body(path) -> bytes:
 
 
 def test_bounded_load_on_loopback_has_no_errors(server, demo_data):
-    from imgcls.serve.loadtest import load_test
+    from imgcls.commands.serve.loadtest import load_test
 
     r = load_test(server, demo_data / "evaluation" / "0_0.jpg", requests=120, concurrency=8)
     assert r["errors"] == 0 and r["ok"] == 120, r["error_examples"]
@@ -215,14 +219,14 @@ def test_bounded_load_on_loopback_has_no_errors(server, demo_data):
 
 
 def test_load_test_refuses_other_hosts():
-    from imgcls.serve.loadtest import load_test
+    from imgcls.commands.serve.loadtest import load_test
 
     with pytest.raises(ImgclsError, match="loopback"):
         load_test("http://10.0.0.1:8000", __file__, requests=1)
 
 
 def test_int8_export_reports_agreement_or_refuses(tiny_run, tmp_path, monkeypatch):
-    import imgcls.quantize as q
+    import imgcls.commands.quantize as q
 
     out = tmp_path / "exp"
     monkeypatch.setattr(q, "MIN_AGREEMENT", 0.0)
@@ -246,7 +250,7 @@ def test_int8_keeps_the_classifier_tail_in_fp32(tiny_run, tmp_path, monkeypatch)
     them); every convolution is quantized."""
     import onnx
 
-    import imgcls.quantize as q
+    import imgcls.commands.quantize as q
 
     monkeypatch.setattr(q, "MIN_AGREEMENT", 0.0)
     monkeypatch.setattr(q, "MAX_DROP", 1.0)
@@ -281,7 +285,7 @@ def test_int8_acceptance_counts_confident_answers_and_accuracy(tiny_run, demo_da
 
     import torch
 
-    import imgcls.quantize as q
+    import imgcls.commands.quantize as q
     from imgcls.data.layouts import discover
     from imgcls.engine.predictor import load_predictor
 
@@ -308,7 +312,7 @@ def test_int8_acceptance_counts_confident_answers_and_accuracy(tiny_run, demo_da
 def test_engine_int8_only_when_asked(tiny_run, tmp_path, monkeypatch, capsys):
     import shutil
 
-    import imgcls.quantize as q
+    import imgcls.commands.quantize as q
     from imgcls.cli import main
 
     run = tmp_path / "run"

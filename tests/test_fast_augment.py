@@ -7,10 +7,10 @@ from PIL import Image
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms import functional as F
 
+from imgcls.core.errors import BadImageError
 from imgcls.data.demo import render
 from imgcls.data.fast_augment import FastTrainAugment, affine_coefficients, sample_crop
 from imgcls.data.transforms import build_train_transform
-from imgcls.errors import BadImageError
 
 
 @pytest.fixture(scope="module")

@@ -3,12 +3,12 @@ import json
 import numpy as np
 import pytest
 
+from imgcls.core.rundir import read_metrics
 from imgcls.data.layouts import discover
 from imgcls.data.transforms import build_eval_transform, build_train_transform
 from imgcls.engine.features import get_features
 from imgcls.models import create_model
 from imgcls.models.blocks import split
-from imgcls.rundir import read_metrics
 
 from conftest import train_tiny, write_image
 

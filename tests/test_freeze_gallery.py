@@ -6,7 +6,7 @@ import json
 import pytest
 import torch
 
-from imgcls.errors import ImgclsError
+from imgcls.core.errors import ImgclsError
 
 from conftest import train_tiny
 
@@ -46,8 +46,8 @@ def test_unknown_freeze_pattern_is_an_error(demo_data, tmp_path):
 
 
 def test_compare_spec_carries_the_recipe_fields(demo_data, tmp_path):
-    from imgcls.compare import compare, parse_variant, variant_dirname
-    from imgcls.config import resolve_config
+    from imgcls.commands.compare import compare, parse_variant, variant_dirname
+    from imgcls.core.config import resolve_config
 
     assert parse_variant("attn_cnn:num_heads=8+freeze=attn") == ("attn_cnn:num_heads=8", {"freeze": ["attn"]})
     assert variant_dirname("attn_cnn:num_heads=8+freeze=attn") == "attn_cnn-num_heads8-freezeattn"
@@ -64,7 +64,7 @@ def test_compare_spec_carries_the_recipe_fields(demo_data, tmp_path):
 
 
 def test_evaluate_writes_the_error_gallery(tiny_run):
-    from imgcls.evaluate import evaluate
+    from imgcls.commands.evaluate import evaluate
 
     r = evaluate(tiny_run, workers=0, gallery=5)
     folder = tiny_run / "eval" / "evaluation"
@@ -107,7 +107,7 @@ def test_gallery_cells_are_filled_and_captioned_whatever_the_photo_size(tmp_path
 def test_evaluate_on_other_data_goes_to_its_own_folder(tiny_run, demo_data, tmp_path):
     import shutil
 
-    from imgcls.evaluate import evaluate
+    from imgcls.commands.evaluate import evaluate
 
     one = tmp_path / "shapes"
     for path in sorted((demo_data / "evaluation").glob("*.jpg")):
@@ -127,7 +127,7 @@ def test_evaluate_on_other_data_goes_to_its_own_folder(tiny_run, demo_data, tmp_
 
 
 def test_explain_writes_pictures_for_attention_and_grad_cam(demo_data, tmp_path, tiny_run):
-    from imgcls.explain import explain, grad_cam
+    from imgcls.commands.explain import explain, grad_cam
     from imgcls.models import create_model
 
     image = str(demo_data / "evaluation" / "0_0.jpg")

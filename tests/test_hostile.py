@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 
 from imgcls.cli import main
-from imgcls.errors import ImgclsError
-from imgcls.rundir import LOCK_NAME
+from imgcls.core.errors import ImgclsError
+from imgcls.core.rundir import LOCK_NAME
 
-from conftest import train_tiny, write_image
+from conftest import train_tiny, wait_until, write_image
 
 
 def one_line_exit_2(capsys, argv):
@@ -96,7 +96,7 @@ def test_bad_yaml_configs(capsys, demo_data, tmp_path, yaml_text):
 
 
 def test_a_second_training_into_the_same_folder_is_refused_with_the_pid(demo_data, tmp_path):
-    from imgcls.lock import RunLock
+    from imgcls.core.lock import RunLock
 
     with RunLock(tmp_path / "r"):  # this process holds it, as a running training would
         with pytest.raises(ImgclsError, match=r"another imgcls process \(PID \d+\)"):
@@ -106,7 +106,6 @@ def test_a_second_training_into_the_same_folder_is_refused_with_the_pid(demo_dat
 
 def test_two_real_processes_one_folder_and_ctrl_c(demo_data, tmp_path):
     import signal
-    import time
 
     argv = [
         sys.executable,
@@ -137,10 +136,10 @@ def test_two_real_processes_one_folder_and_ctrl_c(demo_data, tmp_path):
     )
 
     def wait_for(path: Path, text: str = "") -> None:
-        for _ in range(1200):
-            if (path.is_file() and text in path.read_text()) or first.poll() is not None:
-                return
-            time.sleep(0.1)
+        def seen() -> bool:
+            return (path.is_file() and text in path.read_text()) or first.poll() is not None
+
+        wait_until(seen, timeout=120, what=f"{text!r} in {path.name}")
 
     wait_for(tmp_path / "r" / LOCK_NAME, str(first.pid))  # the first holds the lock
     second = subprocess.run(argv, capture_output=True, text=True, timeout=300)
@@ -149,7 +148,7 @@ def test_two_real_processes_one_folder_and_ctrl_c(demo_data, tmp_path):
     first.send_signal(signal.SIGINT)
     _, err = first.communicate(timeout=300)
     assert first.returncode == 130 and "imgcls: interrupted" in err and "Traceback" not in err, err[-2000:]
-    rows = __import__("imgcls.rundir").rundir.read_metrics(tmp_path / "r" / "metrics.csv")
+    rows = __import__("imgcls.core.rundir").core.rundir.read_metrics(tmp_path / "r" / "metrics.csv")
     assert rows and json.loads((tmp_path / "r" / "summary.json").read_text())["epochs_completed"] == rows[-1]["epoch"]
 
 
@@ -239,7 +238,7 @@ def test_predict_edge_cases(capsys, caplog, tiny_run, demo_data, tmp_path):
 
 
 def test_model_json_that_was_edited(capsys, tiny_run, tmp_path):
-    from imgcls.export import export
+    from imgcls.commands.export import export
 
     out = tmp_path / "e"
     export(tiny_run, "onnx", out=out)
@@ -266,7 +265,7 @@ def test_many_classes_evaluate_and_report_stay_small(tmp_path):
     measure = f"""
 import resource
 open("/proc/self/clear_refs", "w").write("5")
-from imgcls.evaluate import evaluate
+from imgcls.commands.evaluate import evaluate
 from imgcls.report.build import build_report
 evaluate({str(tmp_path / "c" / "r")!r}, workers=0)
 build_report({str(tmp_path / "c")!r})

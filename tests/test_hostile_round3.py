@@ -55,7 +55,7 @@ def test_hub_models_at_other_sizes_and_with_auxiliary_heads_train(demo_data, tmp
 
 
 def test_a_fixed_size_torchvision_vit_is_built_at_the_chosen_size():
-    from imgcls.errors import ImgclsError
+    from imgcls.core.errors import ImgclsError
     from imgcls.plan import ModelChoice
 
     ModelChoice.parse("tv:vit_b_16").probe(11, 32)  # its size goes to the builder: runs at 32 px
@@ -85,8 +85,8 @@ def test_models_all_builds_only_shapes(monkeypatch, capsys):
 
 
 def test_food101_meta_duplicates_are_used_once_and_overlap_refused(tmp_path, caplog):
+    from imgcls.core.errors import ImgclsError
     from imgcls.data.layouts import discover
-    from imgcls.errors import ImgclsError
 
     root = tmp_path / "f"
     lines = []
@@ -158,7 +158,7 @@ def test_ctrl_c_inside_a_checkpoint_write_finishes_the_file_then_stops(tmp_path)
 
     import torch
 
-    from imgcls.files import atomic_write
+    from imgcls.core.files import atomic_write
 
     class InterruptedMidway:
         def __init__(self, fh):
@@ -190,7 +190,7 @@ def test_checkpoints_survive_short_raw_writes(tmp_path):
     # less than asked and torch.save ignores the count, so every write is completed.
     import torch
 
-    from imgcls.files import _WholeWrites
+    from imgcls.core.files import _WholeWrites
 
     class ShortWrites:
         def __init__(self, fh):
@@ -231,7 +231,7 @@ def test_bad_command_arguments_are_one_line(capsys, tiny_run, tmp_path, argv, me
 
 
 def test_evaluating_two_folders_of_the_same_name_keeps_both(tiny_run, demo_data, tmp_path):
-    from imgcls.evaluate import evaluate
+    from imgcls.commands.evaluate import evaluate
 
     for parent in ("a", "b"):
         shutil.copytree(demo_data / "evaluation", tmp_path / parent / "x" / "evaluation")
@@ -246,7 +246,7 @@ def test_evaluating_two_folders_of_the_same_name_keeps_both(tiny_run, demo_data,
 
 
 def test_explain_keeps_both_pictures_of_two_images_with_one_name(tiny_run, tmp_path):
-    from imgcls.explain import explain
+    from imgcls.commands.explain import explain
 
     images = [str(write_image(tmp_path / d / "n0.png", size=(32, 32), seed=i)) for i, d in enumerate(("cat", "dog"))]
     written = explain(tiny_run, images, out=tmp_path / "ex")
@@ -275,7 +275,7 @@ def test_resume_refuses_a_hand_edited_config(capsys, demo_data, tmp_path):
 
 
 def test_safetensors_export_is_readable_and_predictable(tiny_run, tmp_path, capsys):
-    from imgcls.export import export
+    from imgcls.commands.export import export
 
     old = os.umask(0o022)
     try:

@@ -13,9 +13,9 @@ import torch
 from test_hostile import one_line_exit_2
 
 from imgcls.cli import main
-from imgcls.errors import ImgclsError
+from imgcls.core.errors import ImgclsError
 
-from conftest import train_tiny, write_image
+from conftest import train_tiny, wait_until, write_image
 
 COLOURS = [(220, 40, 40), (40, 200, 60), (50, 70, 220), (230, 220, 40)]
 
@@ -47,8 +47,8 @@ def perturb_best(run: Path) -> None:
 
 @pytest.fixture
 def int8_run(tiny_run, tmp_path, monkeypatch):
-    import imgcls.quantize as q
-    from imgcls.export import export
+    import imgcls.commands.quantize as q
+    from imgcls.commands.export import export
 
     monkeypatch.setattr(q, "MIN_AGREEMENT", 0.0)
     monkeypatch.setattr(q, "MAX_DROP", 1.0)
@@ -71,7 +71,7 @@ def test_an_int8_export_older_than_the_checkpoint_is_refused_not_run(int8_run, c
 
 
 def test_int8_evaluation_goes_beside_the_export_not_over_the_checkpoints(int8_run):
-    from imgcls.evaluate import evaluate
+    from imgcls.commands.evaluate import evaluate
 
     evaluate(int8_run, engine="int8", workers=0)
     assert (int8_run / "export" / "eval" / "model.int8" / "evaluation" / "metrics.json").is_file()
@@ -79,8 +79,8 @@ def test_int8_evaluation_goes_beside_the_export_not_over_the_checkpoints(int8_ru
 
 
 def test_an_export_copied_in_from_another_run_is_refused(int8_run, tmp_path, demo_data):
+    from imgcls.commands.export import export
     from imgcls.engine.predictor import load_predictor
-    from imgcls.export import export
 
     other = train_tiny(demo_data, tmp_path / "other", epochs=1, seed=7).root  # the same classes
     export(other, "onnx")
@@ -95,8 +95,8 @@ def test_an_export_copied_in_from_another_run_is_refused(int8_run, tmp_path, dem
 
 
 def test_a_copied_run_with_a_stale_export_runs_its_checkpoint(tiny_run, tmp_path):
+    from imgcls.commands.export import export
     from imgcls.engine.predictor import load_predictor
-    from imgcls.export import export
 
     run = tmp_path / "run"
     shutil.copytree(tiny_run, run, ignore=shutil.ignore_patterns("export", "eval"))
@@ -113,8 +113,8 @@ def test_a_copied_run_with_a_stale_export_runs_its_checkpoint(tiny_run, tmp_path
 def test_serve_says_which_engine_and_file_it_runs(int8_run):
     from fastapi.testclient import TestClient
 
+    from imgcls.commands.serve.app import create_app
     from imgcls.engine.predictor import load_predictor
-    from imgcls.serve.app import create_app
 
     info = TestClient(create_app(load_predictor(int8_run, engine="int8"))).get("/model").json()
     assert info["file"].endswith("model.int8.onnx") and info["int8"] is True
@@ -185,8 +185,8 @@ def test_exclude_matches_paths_however_written(tmp_path, monkeypatch, form):
 
 
 def test_map_and_f1_average_the_labels_present():
+    from imgcls.commands.evaluate_multilabel import multilabel_metrics
     from imgcls.engine.label_metrics import PresentLabelsAP
-    from imgcls.evaluate_multilabel import multilabel_metrics
 
     probs = torch.tensor([[0.9, 0.2, 0.1], [0.3, 0.8, 0.4], [0.7, 0.6, 0.2], [0.1, 0.3, 0.3]])
     targets = torch.tensor([[1, 0, 0], [0, 1, 0], [1, 1, 0], [0, 0, 0]])  # label 2: no positive
@@ -250,7 +250,7 @@ def test_check_data_never_writes_into_a_run_folder(tiny_run, capsys):
 
 
 def test_two_datasets_of_one_name_get_their_own_check_folders(tmp_path, monkeypatch):
-    from imgcls.check_data import output_folder
+    from imgcls.commands.check_data import output_folder
 
     monkeypatch.chdir(tmp_path)
     a, b = tmp_path / "x" / "food", tmp_path / "y" / "food"
@@ -352,7 +352,7 @@ def test_an_edited_splits_csv_cannot_reach_outside(tiny_run, tmp_path, capsys):
     ['=HYPERLINK("x")', "+1+2", "-cmd", "@SUM(A1)", "\tx", "'=already", "''+x", "-1", "3.5e-4", "-inf", "plain", "a=b"],
 )
 def test_csv_cells_are_neutralised_and_read_back(tmp_path, value):
-    from imgcls.tables import escape_cell, read_table, write_csv
+    from imgcls.core.tables import escape_cell, read_table, write_csv
 
     write_csv(tmp_path / "t.csv", ["path", "given"], [[value, value]])
     raw = list(csv.reader(open(tmp_path / "t.csv", newline="")))[1]
@@ -431,16 +431,17 @@ def test_an_immediate_resume_after_kill_9_is_not_refused(demo_data, tmp_path):
     import signal
     import subprocess
     import sys
-    import time
 
     run = tmp_path / "r"
     argv = [sys.executable, "-m", "imgcls", "train", "--model", "attn_cnn", "--data", str(demo_data)]
     argv += ["--epochs", "500", "--image-size", "32", "--workers", "1", "--out", str(run)]
     first = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 300
-    while not ((run / "checkpoints" / "last.ckpt").is_file() and "\n2," in _text(run / "metrics.csv")):
-        assert first.poll() is None and time.monotonic() < deadline, first.stderr.read()[-2000:]
-        time.sleep(0.05)  # polling, with a deadline: the training runs on its own
+
+    def two_epochs() -> bool:
+        assert first.poll() is None, first.stderr.read()[-2000:]
+        return (run / "checkpoints" / "last.ckpt").is_file() and "\n2," in _text(run / "metrics.csv")
+
+    wait_until(two_epochs, timeout=300, what="two epochs")
     first.send_signal(signal.SIGKILL)
     first.wait()
     resumed = subprocess.run(

@@ -15,7 +15,7 @@ pytest.importorskip("onnxruntime")
 
 
 def test_evaluate_records_the_engine_and_file(tiny_run):
-    from imgcls.evaluate import evaluate
+    from imgcls.commands.evaluate import evaluate
 
     r = evaluate(tiny_run, workers=0)
     record = json.loads((tiny_run / "eval" / "evaluation" / "metrics.json").read_text())["engine"]
@@ -30,7 +30,7 @@ def test_a_fresh_export_is_what_runs_and_a_stale_one_is_not(tiny_run, tmp_path):
     import os
     import shutil
 
-    from imgcls.export import export
+    from imgcls.commands.export import export
 
     run = tmp_path / "run"
     shutil.copytree(tiny_run, run, ignore=shutil.ignore_patterns("export"))
@@ -57,7 +57,7 @@ def test_head_only_summary_names_the_backbone_engine(demo_data, tmp_path, monkey
         )
         record = json.loads(paths.summary.read_text())["backbone_engine"]
         assert record["engine"] == "onnxruntime" and record["file"].endswith(".onnx")
-        from imgcls.config import load_run_config
+        from imgcls.core.config import load_run_config
 
         assert load_run_config(paths.config).feature_cache == cache  # what actually ran
 
@@ -78,28 +78,36 @@ def test_cold_and_warm_feature_cache_give_identical_metrics(demo_data, tmp_path,
     assert rows(cold) == rows(warm)
 
 
-class _SlowRunner:
+class _HeldRunner:
+    """A model that runs until the test lets it finish."""
+
     engine, file = "pytorch", None
 
+    def __init__(self):
+        self.started, self.release = threading.Event(), threading.Event()
+
     def __call__(self, x):
-        time.sleep(1.5)
+        self.started.set()
+        assert self.release.wait(30)
         return torch.zeros(len(x), 3)
 
 
 def test_health_answers_while_a_prediction_runs():
     from fastapi.testclient import TestClient
 
-    from imgcls.serve.app import create_app
+    from imgcls.commands.serve.app import create_app
 
     from test_export_serve import _png
 
-    client = TestClient(create_app(Predictor(_SlowRunner(), ["a", "b", "c"], 32, "slow")))
+    runner = _HeldRunner()
+    client = TestClient(create_app(Predictor(runner, ["a", "b", "c"], 32, "slow")))
     worker = threading.Thread(target=lambda: client.post("/predict", files={"file": ("x.png", _png(), "image/png")}))
     worker.start()
-    time.sleep(0.3)  # the prediction is running now
+    assert runner.started.wait(30)  # the prediction is running now, and stays running
     t0 = time.perf_counter()
     assert client.get("/health").status_code == 200
     waited = time.perf_counter() - t0
+    runner.release.set()
     worker.join()
     assert waited < 0.2, waited
 

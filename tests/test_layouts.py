@@ -2,8 +2,8 @@ from collections import Counter
 
 import pytest
 
+from imgcls.core.errors import ImgclsError
 from imgcls.data.layouts import FOOD11_CLASSES, UNLABELED, discover, unlabeled_samples
-from imgcls.errors import ImgclsError
 
 from conftest import write_image
 

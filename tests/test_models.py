@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from imgcls.errors import ImgclsError
+from imgcls.core.errors import ImgclsError
 from imgcls.models import create_model, get_head, get_model_info, list_models, parse_model_spec
 from imgcls.models.profile import count_gflops, count_params
 

@@ -10,10 +10,10 @@ import yaml
 from test_csv_layout import make_food, variants
 
 from imgcls.cli import main
+from imgcls.commands.evaluate import evaluate
+from imgcls.commands.export import export
+from imgcls.commands.predict import predict
 from imgcls.engine.predictor import load_predictor
-from imgcls.evaluate import evaluate
-from imgcls.export import export
-from imgcls.predict import predict
 
 from conftest import train_tiny
 
@@ -127,7 +127,7 @@ def test_single_label_submission_fills_the_sample(tmp_path, collages):
 def test_serve_shows_every_label_with_its_threshold(ml_run, collages):
     from fastapi.testclient import TestClient
 
-    from imgcls.serve.app import create_app
+    from imgcls.commands.serve.app import create_app
 
     predictor = load_predictor(ml_run)
     client = TestClient(create_app(predictor))
@@ -145,7 +145,7 @@ def test_serve_shows_every_label_with_its_threshold(ml_run, collages):
 def test_last_n_tensor_pipeline_mixup_and_int8(collages, tmp_path, monkeypatch):
     """The other fast paths: cached activations with last:N, the tensor pipeline (device augmentation,
     whole-image validation warp), soft multi-hot targets under mixup, and the int8 export."""
-    import imgcls.quantize as q
+    import imgcls.commands.quantize as q
 
     partial = train_tiny(
         collages,
@@ -169,7 +169,7 @@ def test_last_n_tensor_pipeline_mixup_and_int8(collages, tmp_path, monkeypatch):
 
 
 def test_multilabel_loss_knobs():
-    from imgcls.config import resolve_config
+    from imgcls.core.config import resolve_config
     from imgcls.engine.recipe import TrainLoss, balanced_pos_weight
 
     cfg = resolve_config(None, {"task": "multilabel", "label_smoothing": 0.2, "mixup": 0.5})

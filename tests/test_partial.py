@@ -5,10 +5,10 @@ import json
 import pytest
 import torch
 
-from imgcls.errors import ImgclsError
+from imgcls.core.errors import ImgclsError
+from imgcls.core.rundir import read_metrics
 from imgcls.models import create_model, get_model_info, list_models
 from imgcls.models.blocks import blocks, split
-from imgcls.rundir import read_metrics
 
 from conftest import train_tiny
 
@@ -71,11 +71,11 @@ def test_cached_and_streamed_last_n_agree(tmp_path, monkeypatch):
 def test_a_last_n_checkpoint_is_a_normal_model(demo_data, tmp_path, monkeypatch):
     from fastapi.testclient import TestClient
 
+    from imgcls.commands.evaluate import evaluate
+    from imgcls.commands.export import export
+    from imgcls.commands.predict import predict
+    from imgcls.commands.serve.app import create_app
     from imgcls.engine.predictor import load_predictor
-    from imgcls.evaluate import evaluate
-    from imgcls.export import export
-    from imgcls.predict import predict
-    from imgcls.serve.app import create_app
 
     from test_export_serve import _png
 
@@ -102,7 +102,7 @@ def test_cache_size_is_refused_when_the_disk_is_too_small(demo_data, tmp_path, m
 
 
 def test_bad_finetune_values():
-    from imgcls.config import resolve_config
+    from imgcls.core.config import resolve_config
 
     for value in ("last:0", "last:x", "some", "last"):
         with pytest.raises(ImgclsError, match="last:N"):

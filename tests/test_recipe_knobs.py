@@ -6,9 +6,9 @@ import math
 import pytest
 import torch
 
-from imgcls.config import TrainConfig, resolve_config
+from imgcls.core.config import TrainConfig, resolve_config
+from imgcls.core.errors import ImgclsError
 from imgcls.engine.recipe import TrainLoss, balanced_class_weights, build_optimizer, build_schedule
-from imgcls.errors import ImgclsError
 
 from conftest import train_tiny
 
@@ -99,14 +99,14 @@ def test_sgd_with_nesterov():
 
 def test_plateau_warmup_starts_low(demo_data, tmp_path):
     paths = train_tiny(demo_data, tmp_path / "w", epochs=2, warmup_epochs=1)
-    from imgcls.rundir import read_metrics
+    from imgcls.core.rundir import read_metrics
 
     rows = [r["lr"] for r in read_metrics(paths.metrics)]
     assert rows[0] == pytest.approx(1e-5) and rows[1] == pytest.approx(1e-3)
 
 
 def test_ema_weights_are_what_is_checkpointed_and_evaluated(demo_data, tmp_path):
-    from imgcls.evaluate import evaluate
+    from imgcls.commands.evaluate import evaluate
     from imgcls.models.weights import load_state_dict_file
 
     paths = train_tiny(demo_data, tmp_path / "e", epochs=2, ema=0.9)
@@ -147,7 +147,7 @@ def test_cutmix_refuses_a_feature_cache_and_mixup_mixes_cached_activations(demo_
 
 
 def _plan_without_data(cfg):
-    from imgcls.config import parse_finetune
+    from imgcls.core.config import parse_finetune
     from imgcls.data.layouts import DatasetSplits
     from imgcls.plan import ModelChoice, RunPlan
 
@@ -231,7 +231,7 @@ def test_loggers_write_their_files(demo_data, tmp_path):
 
 @pytest.mark.parametrize("spec", ["timm:resnet10t", "tv:mobilenet_v3_small"])
 def test_timm_and_torchvision_models_train_and_export(demo_data, tmp_path, spec):
-    from imgcls.export import export
+    from imgcls.commands.export import export
 
     paths = train_tiny(demo_data, tmp_path / "m", model=spec, epochs=1, image_size=32, pretrained=False)
     summary = json.loads(paths.summary.read_text())

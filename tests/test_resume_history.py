@@ -12,9 +12,9 @@ import pytest
 import torch
 
 from imgcls.cli import main
+from imgcls.core.errors import ImgclsError
+from imgcls.core.rundir import read_metrics
 from imgcls.engine.train import resume_config, train
-from imgcls.errors import ImgclsError
-from imgcls.rundir import read_metrics
 
 from conftest import train_tiny
 
@@ -70,7 +70,7 @@ def test_kill_9_after_the_best_epoch_resumes_after_the_last_completed_one(demo_d
         f"""
         import os, signal
         from lightning.pytorch.callbacks import Callback
-        from imgcls.config import resolve_config
+        from imgcls.core.config import resolve_config
         from imgcls.engine.train import train
 
         class KillAt(Callback):

@@ -7,8 +7,8 @@ import shutil
 import pytest
 
 from imgcls.cli import main
-from imgcls.errors import ImgclsError
-from imgcls.rundir import read_metrics
+from imgcls.core.errors import ImgclsError
+from imgcls.core.rundir import read_metrics
 
 from conftest import train_tiny
 
@@ -134,7 +134,7 @@ def test_training_starts_with_the_heap_given_back(monkeypatch):
     copy of the earlier variants' gigabytes (the out-of-memory kill this guards against was measured)."""
     import numpy as np
 
-    from imgcls.malloc import release_memory, tune_malloc
+    from imgcls.core.malloc import release_memory, tune_malloc
 
     if not tune_malloc():
         pytest.skip("no glibc malloc tuning on this platform")

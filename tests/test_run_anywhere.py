@@ -46,8 +46,8 @@ def test_evaluate_falls_back_to_validation_and_says_so(demo_data, tmp_path, caps
 
 
 def test_report_counts_feature_time_and_flags_variants_that_did_not_learn(demo_data, tmp_path, monkeypatch):
-    from imgcls.compare import compare
-    from imgcls.config import resolve_config
+    from imgcls.commands.compare import compare
+    from imgcls.core.config import resolve_config
     from imgcls.report.build import build_report, conclusion
     from imgcls.report.collect import collect
 

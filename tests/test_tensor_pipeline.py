@@ -9,6 +9,7 @@ import torch
 from PIL import Image
 from torchvision.transforms import functional as F
 
+from imgcls.core.errors import ImgclsError
 from imgcls.data import tensor_augment as ta
 from imgcls.data.demo import render
 from imgcls.data.fast_augment import affine_coefficients
@@ -16,7 +17,6 @@ from imgcls.data.image_store import get_store, pad_batch, stored_size
 from imgcls.data.layouts import Sample
 from imgcls.data.tensor_pipeline import TensorDataModule, collate_canvas
 from imgcls.data.transforms import build_eval_transform, build_train_transform
-from imgcls.errors import ImgclsError
 
 from conftest import train_tiny
 
@@ -201,7 +201,7 @@ def test_training_with_the_tensor_pipeline(demo_data, tmp_path):
 
     import yaml
 
-    from imgcls.evaluate import evaluate
+    from imgcls.commands.evaluate import evaluate
 
     paths = train_tiny(demo_data, tmp_path / "t", augment="reference", data_pipeline="tensor", epochs=2)
     cfg = yaml.safe_load(paths.config.read_text())

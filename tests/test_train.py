@@ -5,12 +5,12 @@ import pytest
 import torch
 import yaml
 
-from imgcls.config import load_run_config
+from imgcls.commands.evaluate import evaluate
+from imgcls.commands.predict import predict
+from imgcls.core.config import load_run_config
+from imgcls.core.errors import ImgclsError
+from imgcls.core.rundir import METRICS_COLUMNS, read_metrics
 from imgcls.engine.predictor import load_predictor
-from imgcls.errors import ImgclsError
-from imgcls.evaluate import evaluate
-from imgcls.predict import predict
-from imgcls.rundir import METRICS_COLUMNS, read_metrics
 
 from conftest import train_tiny
 

@@ -2,8 +2,8 @@ import pytest
 import torch
 from PIL import Image
 
+from imgcls.core.errors import ImgclsError
 from imgcls.data.transforms import build_eval_transform, build_train_transform, eval_resize
-from imgcls.errors import ImgclsError
 
 
 @pytest.fixture

@@ -14,17 +14,18 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from imgcls.config import RESUMABLE, TrainConfig, coerce, flag_name, load_run_config, parse_finetune
+from imgcls.core.config import RESUMABLE, TrainConfig, coerce, load_run_config, parse_finetune
+from imgcls.core.errors import ImgclsError
+from imgcls.core.files import read_json
+from imgcls.core.options import flag_name
+from imgcls.core.rundir import RunPaths, folder_state
+from imgcls.core.system import cpu_count, global_rank
 from imgcls.data.csv_layout import CsvOptions
 from imgcls.data.layouts import DatasetSplits, discover
 from imgcls.data.loader import default_workers
 from imgcls.data.scan import BadFile, scan_splits
 from imgcls.data.splitfile import read_splits
-from imgcls.errors import ImgclsError
-from imgcls.files import read_json
 from imgcls.models.registry import ModelInfo, create_model, get_model_info, parse_model_spec, spec_to_dirname
-from imgcls.rundir import RunPaths, folder_state
-from imgcls.system import cpu_count, global_rank
 
 # Precisions Lightning runs on a CPU (16-true, bf16-true and 64-true fail there in the optimizer or the
 # first convolution); every offered precision runs on CUDA.
@@ -351,7 +352,7 @@ def make_plan(
 
         splits, edits = apply_edits(splits, exclude=cfg.exclude, relabel=cfg.relabel)
     elif resume and paths is not None and paths.edits.is_file():  # splits.csv has them applied already
-        from imgcls.tables import read_table
+        from imgcls.core.tables import read_table
 
         edits = [list(row.values()) for row in read_table(paths.edits, ours=True, empty_ok=True).rows]
     asked = cfg.finetune
@@ -479,7 +480,7 @@ class SavedRun:
 
 
 def open_saved_run(run_dir: str | Path, *, checkpoint: str = "best") -> SavedRun:
-    from imgcls.rundir import open_run
+    from imgcls.core.rundir import open_run
 
     paths = open_run(run_dir, checkpoint=checkpoint)
     cfg = load_run_config(paths.config)

@@ -21,9 +21,9 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from imgcls import tables
+from imgcls.core import tables
+from imgcls.core.errors import ImgclsError
 from imgcls.data.samples import IMAGE_EXTENSIONS, UNLABELED, DatasetSplits, Sample, carve_validation, is_image
-from imgcls.errors import ImgclsError
 
 log = logging.getLogger(__name__)
 

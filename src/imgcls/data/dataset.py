@@ -8,9 +8,9 @@ from collections.abc import Callable, Sequence
 import torch
 from torch.utils.data import Dataset, default_collate
 
+from imgcls.core.errors import BadImageError
 from imgcls.data.decode import load_rgb
 from imgcls.data.layouts import Sample
-from imgcls.errors import BadImageError
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ from contextlib import contextmanager
 import numpy as np
 from PIL import Image, ImageOps
 
-from imgcls.errors import BadImageError
+from imgcls.core.errors import BadImageError
 
 _WHITE = (255, 255, 255)
 NOT_AN_IMAGE = "not an image Pillow can identify"

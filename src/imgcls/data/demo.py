@@ -112,14 +112,10 @@ def write_demo_dataset(out: str | Path, *, per_class: int = 60, size: int = 64, 
     import os
     import shutil
 
-    from imgcls.errors import ImgclsError
-    from imgcls.files import temporary_name
+    from imgcls.core.errors import ImgclsError
+    from imgcls.core.files import temporary_name
 
     out = Path(out)
-    if per_class < 2:
-        raise ImgclsError(f"--per-class must be at least 2, got {per_class}")
-    if not 16 <= size <= 1024:
-        raise ImgclsError(f"--size must be between 16 and 1024 px, got {size}")
     if out.exists() and not out.is_dir():
         raise ImgclsError(f"{out} is a file; give demo-data a folder that does not exist yet")
     if out.is_dir() and any(out.iterdir()):

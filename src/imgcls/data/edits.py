@@ -10,10 +10,10 @@ import os
 from dataclasses import replace
 from pathlib import Path
 
+from imgcls.core.errors import ImgclsError
+from imgcls.core.tables import read_table
 from imgcls.data.samples import DatasetSplits, Sample
 from imgcls.data.splitfile import relative_path
-from imgcls.errors import ImgclsError
-from imgcls.tables import read_table
 
 log = logging.getLogger(__name__)
 

@@ -21,11 +21,11 @@ import torch
 from PIL import Image, ImageOps
 from torch.utils.data import DataLoader, Dataset
 
-from imgcls.cache import CacheEntry, file_fingerprint
+from imgcls.core.cache import CacheEntry, file_fingerprint
+from imgcls.core.errors import BadImageError
+from imgcls.core.system import cpu_count
 from imgcls.data.decode import _to_rgb, decoding, orientation_swaps_axes
 from imgcls.data.layouts import Sample
-from imgcls.errors import BadImageError
-from imgcls.system import cpu_count
 
 log = logging.getLogger(__name__)
 FORMAT = 1  # bump when the stored pixels would differ for the same inputs

@@ -7,6 +7,7 @@ import re
 from collections import defaultdict
 from pathlib import Path
 
+from imgcls.core.errors import ImgclsError
 from imgcls.data.csv_layout import CsvOptions, discover_csv, images_folder, label_csv
 from imgcls.data.samples import (
     IMAGE_EXTENSIONS,
@@ -18,7 +19,6 @@ from imgcls.data.samples import (
     carve_validation,
     is_image,
 )
-from imgcls.errors import ImgclsError
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -253,15 +253,9 @@ def _discover_splits(root: Path, splits: dict[str, Path], val_split: float | Non
     elif val_split == 0.0:  # evaluation only: no validation split needed
         val = []
     else:
-        train, val = carve_validation(train, _check_fraction(val_split), seed, splits["train"])
+        train, val = carve_validation(train, val_split, seed, splits["train"])
         layout += "+val-split"
     return DatasetSplits(str(root), layout, classes, train, val, test, test_labeled)
-
-
-def _check_fraction(val_split: float) -> float:
-    if not 0.0 < val_split < 1.0:
-        raise ImgclsError(f"--val-split must be between 0 and 1, got {val_split}")
-    return val_split
 
 
 def _discover_single_root(root: Path, val_split: float | None, seed: int) -> DatasetSplits:
@@ -270,7 +264,7 @@ def _discover_single_root(root: Path, val_split: float | None, seed: int) -> Dat
     _, by_class, _ = _read_split(root, allow_unlabeled=False)
     classes = sorted(by_class)
     every = _samples(by_class, {c: i for i, c in enumerate(classes)}.__getitem__)
-    train, val = carve_validation(every, _check_fraction(val_split), seed, root)
+    train, val = carve_validation(every, val_split, seed, root)
     return DatasetSplits(str(root), "imagefolder+val-split", classes, train, val)
 
 
@@ -319,7 +313,7 @@ def _discover_food101(root: Path, val_split: float | None, seed: int) -> Dataset
         raise ImgclsError(f"{meta / 'train.txt'}: lists no images")
     if val_split == 0.0:  # evaluation only
         return DatasetSplits(str(root), "food101", classes, out["train"], [], out["test"], bool(out["test"]))
-    train, val = carve_validation(out["train"], _check_fraction(val_split), seed, root)
+    train, val = carve_validation(out["train"], val_split, seed, root)
     return DatasetSplits(str(root), "food101+val-split", classes, train, val, out["test"], bool(out["test"]))
 
 

@@ -7,8 +7,8 @@ from __future__ import annotations
 import torch
 from torch.utils.data import DataLoader
 
+from imgcls.core.system import cpu_count
 from imgcls.data.dataset import collate_skip_bad
-from imgcls.system import cpu_count
 
 
 def default_workers() -> int:
@@ -121,7 +121,7 @@ def make_loader(
     sampler = None
     if labels is not None:
         if world > 1:
-            from imgcls.errors import ImgclsError
+            from imgcls.core.errors import ImgclsError
 
             raise ImgclsError("--sampler balanced runs in one process only (use --class-weights balanced with DDP)")
         counts = torch.bincount(torch.tensor(labels))

@@ -9,7 +9,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from imgcls.errors import ImgclsError
+from imgcls.core.errors import ImgclsError
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 UNLABELED = -1
@@ -107,8 +107,6 @@ def is_image(path: Path) -> bool:
 def carve_validation(train: list[Sample], val_split: float, seed: int, where: Path) -> tuple[list, list]:
     """A stratified, seeded hold-out: every class keeps at least one training image and gets a
     validation one when it has two or more (multi-label samples: iterative stratification)."""
-    if not 0.0 < val_split < 1.0:
-        raise ImgclsError(f"--val-split must be between 0 and 1, got {val_split}")
     if any(isinstance(s.label, tuple) for s in train):
         return _carve_multilabel(train, val_split, seed, where)
     rng = random.Random(seed)

@@ -13,11 +13,11 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from imgcls.cache import CacheEntry
+from imgcls.core.cache import CacheEntry
+from imgcls.core.errors import BadImageError, ImgclsError
+from imgcls.core.files import atomic_write_text
+from imgcls.core.system import cpu_count
 from imgcls.data.layouts import DatasetSplits, Sample
-from imgcls.errors import BadImageError, ImgclsError
-from imgcls.files import atomic_write_text
-from imgcls.system import cpu_count
 
 log = logging.getLogger(__name__)
 

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import numpy as np
 
+from imgcls.core.errors import ImgclsError
+from imgcls.core.rundir import RunPaths
+from imgcls.core.tables import read_table, write_csv
 from imgcls.data.layouts import UNLABELED, DatasetSplits, Sample
-from imgcls.errors import ImgclsError
-from imgcls.rundir import RunPaths
-from imgcls.tables import read_table, write_csv
 
 SPLITS = ("train", "val", "test")
 
@@ -48,7 +48,7 @@ def read_splits(paths: RunPaths, data: str | Path, *, allow_outside: bool = Fals
     run was trained with ``--allow-outside-data`` (an edited splits.csv must not read other files)."""
     if not paths.splits.is_file():
         return None
-    from imgcls.files import read_json
+    from imgcls.core.files import read_json
 
     classes = read_json(paths.classes, expect=list)
     root = Path(data).resolve()

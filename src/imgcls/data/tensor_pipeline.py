@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, default_collate
 
+from imgcls.core.errors import ImgclsError
 from imgcls.data import tensor_augment
 from imgcls.data.datamodule import ImageDataModule
 from imgcls.data.dataset import target
@@ -20,7 +21,6 @@ from imgcls.data.image_store import ImageStore, get_store, pad_batch
 from imgcls.data.layouts import DatasetSplits
 from imgcls.data.loader import make_loader
 from imgcls.data.transforms import eval_resize
-from imgcls.errors import ImgclsError
 
 TENSOR_AUGMENTS = ("reference", "none")
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torchvision import transforms as T
 
-from imgcls.errors import ImgclsError
+from imgcls.core.errors import ImgclsError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

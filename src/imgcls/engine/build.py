@@ -3,8 +3,8 @@ module that feeds it (images through loader workers, the decoded image store, or
 
 from __future__ import annotations
 
+from imgcls.core.errors import ImgclsError
 from imgcls.engine.module import ClassifierModule
-from imgcls.errors import ImgclsError
 from imgcls.models.blocks import split
 from imgcls.models.freeze import match_frozen
 from imgcls.plan import RunPlan

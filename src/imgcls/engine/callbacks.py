@@ -12,9 +12,9 @@ import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from imgcls.errors import ImgclsError
-from imgcls.files import atomic_write, write_json
-from imgcls.rundir import RunPaths, metrics_columns, read_metrics, write_metrics
+from imgcls.core.errors import ImgclsError
+from imgcls.core.files import atomic_write, write_json
+from imgcls.core.rundir import RunPaths, metrics_columns, read_metrics, write_metrics
 
 
 def summarize(rows: list[dict[str, Any]], static: dict[str, Any]) -> dict[str, Any]:

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from imgcls.cache import CacheEntry, file_fingerprint
+from imgcls.core.cache import CacheEntry, file_fingerprint
 from imgcls.data.layouts import Sample
 from imgcls.data.loader import make_loader
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import lightning as L
 
-from imgcls.config import TrainConfig
-from imgcls.errors import ImgclsError
+from imgcls.core.config import TrainConfig
+from imgcls.core.errors import ImgclsError
 
 
 def lr_find(cfg: TrainConfig, plot: str | Path, *, steps: int = 100, min_lr: float = 1e-6, max_lr: float = 1.0) -> dict:
@@ -60,7 +60,7 @@ def lr_find(cfg: TrainConfig, plot: str | Path, *, steps: int = 100, min_lr: flo
         else f"{cfg.model}: loss against learning rate"
     )
     Path(plot).parent.mkdir(parents=True, exist_ok=True)
-    from imgcls.files import save_figure
+    from imgcls.core.files import save_figure
 
     save_figure(fig, Path(plot))
     return {"suggestion": suggestion, "plot": str(plot), "points": len(result.results.get("lr", []))}

@@ -152,7 +152,7 @@ class ClassifierModule(L.LightningModule):
         logits = self(x)
         loss = self.train_loss_fn(logits, target)
         if not torch.isfinite(loss):
-            from imgcls.errors import ImgclsError
+            from imgcls.core.errors import ImgclsError
 
             # Stop before the optimizer step: no checkpoint ever holds a model trained on this loss.
             raise ImgclsError(

@@ -16,8 +16,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from imgcls.cache import user_cache
-from imgcls.files import atomic_path
+from imgcls.core.cache import user_cache
+from imgcls.core.files import atomic_path
 
 log = logging.getLogger(__name__)
 ENGINE_ENV = "IMGCLS_ENGINE"  # auto | onnx | torch
@@ -80,7 +80,7 @@ class OrtRunner:
         try:
             self.session = ort.InferenceSession(self.file, options, providers=["CPUExecutionProvider"])
         except Exception as exc:  # onnxruntime raises its own types for corrupt or foreign files
-            from imgcls.errors import ImgclsError
+            from imgcls.core.errors import ImgclsError
 
             raise ImgclsError(f"{path}: ONNX Runtime cannot load it ({str(exc).splitlines()[0][:200]})") from None
         self.input = self.session.get_inputs()[0].name
@@ -121,7 +121,7 @@ def make_runner(
     keyed by the weights), else PyTorch. ``file``: where the PyTorch weights came from, for the record."""
     engine = engine or os.environ.get(ENGINE_ENV, "auto")
     if engine not in ("auto", "onnx", "torch"):
-        from imgcls.errors import ImgclsError
+        from imgcls.core.errors import ImgclsError
 
         raise ImgclsError(f"unknown engine {engine!r} (${ENGINE_ENV}); use auto, onnx or torch")
     device = _device(model)

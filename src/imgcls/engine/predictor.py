@@ -21,11 +21,11 @@ import torch
 from PIL import Image
 from torch import nn
 
+from imgcls.core.errors import ImgclsError
+from imgcls.core.files import read_json
+from imgcls.core.rundir import DEFAULT_THRESHOLD, RunPaths
 from imgcls.data.layouts import Sample
 from imgcls.data.transforms import build_eval_transform
-from imgcls.errors import ImgclsError
-from imgcls.files import read_json
-from imgcls.rundir import DEFAULT_THRESHOLD, RunPaths
 
 if TYPE_CHECKING:
     from imgcls.plan import SavedRun
@@ -233,7 +233,7 @@ def export_problem(path: Path, info: dict, saved: SavedRun | None) -> str | None
     """Why an export cannot stand for its run, or None: the file is not the one its sidecar describes (a
     file copied in from elsewhere), or it was made from another ``best.ckpt`` than the run's now (trained
     or resumed since). Exports from before these records have neither, and only the first check needs them."""
-    from imgcls.files import sha256_file
+    from imgcls.core.files import sha256_file
 
     if "sha256" in info and sha256_file(path) != info["sha256"]:
         return f"{path} is not the file its sidecar {sidecar_path(path).name} describes (replaced, or copied from another run)"
@@ -248,8 +248,8 @@ def export_problem(path: Path, info: dict, saved: SavedRun | None) -> str | None
 
 def _owning_run(path: Path) -> SavedRun | None:
     """The run folder an export lies in (``RUN/export/model.onnx``), if it is one."""
+    from imgcls.core.rundir import folder_state
     from imgcls.plan import open_saved_run
-    from imgcls.rundir import folder_state
 
     root = path.parent.parent
     if folder_state(root) != "run" or not RunPaths(root).best.is_file():
@@ -366,7 +366,7 @@ def load_predictor(ref: str | Path, *, engine: str | None = None, checkpoint: st
 
 
 def _from_checkpoint(saved: SavedRun, engine: str | None, checkpoint: str) -> Predictor:
-    from imgcls.rundir import read_thresholds
+    from imgcls.core.rundir import read_thresholds
 
     cfg = saved.cfg
     model = load_trained_model(saved, checkpoint=checkpoint)
@@ -386,14 +386,6 @@ def _from_checkpoint(saved: SavedRun, engine: str | None, checkpoint: str) -> Pr
         eval_crop=cfg.eval_crop is not False,
         category=summary.get("category", "name"),
     )
-
-
-def check_batch_args(batch_size: int, workers: int | None) -> None:
-    """The batch arguments of every command that runs ``predict_samples`` (evaluate, predict)."""
-    if batch_size < 1:
-        raise ImgclsError(f"--batch-size must be at least 1, got {batch_size}")
-    if workers is not None and workers < 0:
-        raise ImgclsError(f"--workers must be 0 or more, got {workers}")
 
 
 @torch.no_grad()

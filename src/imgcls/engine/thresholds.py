@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import torch
 
-from imgcls.files import write_json
-from imgcls.rundir import DEFAULT_THRESHOLD as DEFAULT
-from imgcls.rundir import RunPaths
+from imgcls.core.files import write_json
+from imgcls.core.rundir import DEFAULT_THRESHOLD as DEFAULT
+from imgcls.core.rundir import RunPaths
 
 GRID = torch.linspace(0.02, 0.98, 49)  # candidate thresholds; ties go to the one nearest 0.5
 

@@ -9,17 +9,17 @@ import warnings
 from dataclasses import replace
 from pathlib import Path
 
-from imgcls.config import TrainConfig, dump_config
+from imgcls.core.config import TrainConfig, dump_config
+from imgcls.core.errors import ImgclsError
+from imgcls.core.files import write_json
+from imgcls.core.lock import RunLock
+from imgcls.core.malloc import release_memory
+from imgcls.core.rundir import RunPaths, clear_run, folder_state, read_metrics
+from imgcls.core.system import global_rank
+from imgcls.core.tables import write_csv
 from imgcls.data.scan import write_bad_files
 from imgcls.data.splitfile import write_splits
-from imgcls.errors import ImgclsError
-from imgcls.files import write_json
-from imgcls.lock import RunLock
-from imgcls.malloc import release_memory
 from imgcls.plan import RunPlan, check_data_folder, default_out, make_plan, resume_config
-from imgcls.rundir import RunPaths, clear_run, folder_state, read_metrics
-from imgcls.system import global_rank
-from imgcls.tables import write_csv
 
 log = logging.getLogger(__name__)
 __all__ = ["train", "resume_config"]

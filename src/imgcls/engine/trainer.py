@@ -9,6 +9,7 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import EarlyStopping, TQDMProgressBar
 
+from imgcls.core.errors import ImgclsError
 from imgcls.engine.callbacks import (
     AtomicCheckpointIO,
     BestCheckpoint,
@@ -17,7 +18,6 @@ from imgcls.engine.callbacks import (
     RunFilesCallback,
     device_name,
 )
-from imgcls.errors import ImgclsError
 from imgcls.models.profile import count_gflops, count_params
 from imgcls.plan import RunPlan
 
@@ -56,7 +56,7 @@ def static_summary(plan: RunPlan, module) -> dict:
     params, trainable = count_params(module.model)
     category = plan.splits.category
     if plan.splits.layout == "saved" and plan.paths is not None and plan.paths.summary.is_file():
-        from imgcls.files import read_json
+        from imgcls.core.files import read_json
 
         previous = read_json(plan.paths.summary)  # a resume reads its splits back: the layout said it
         category = previous.get("category", category) if isinstance(previous, dict) else category

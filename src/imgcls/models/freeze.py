@@ -6,7 +6,7 @@ from fnmatch import fnmatchcase
 
 from torch import nn
 
-from imgcls.errors import ImgclsError
+from imgcls.core.errors import ImgclsError
 
 
 def match_frozen(model: nn.Module, patterns: list[str] | None) -> list[str]:

@@ -14,7 +14,7 @@ import os
 
 from torch import nn
 
-from imgcls.errors import ImgclsError
+from imgcls.core.errors import ImgclsError
 
 PREFIXES = ("timm:", "tv:")
 

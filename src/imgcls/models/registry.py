@@ -12,7 +12,7 @@ from typing import Any
 import yaml
 from torch import nn
 
-from imgcls.errors import ImgclsError
+from imgcls.core.errors import ImgclsError
 from imgcls.models.info import ModelInfo
 
 __all__ = ["ModelInfo", "create_model", "get_model_info", "list_models", "parse_model_spec", "register_model"]

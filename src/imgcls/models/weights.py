@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from imgcls.errors import ImgclsError
+from imgcls.core.errors import ImgclsError
 
 OFFLINE_ENV = "IMGCLS_OFFLINE"  # set to 1 to never try a download (tests, air-gapped machines)
 

@@ -6,10 +6,10 @@ import base64
 import html
 from pathlib import Path
 
-from imgcls.files import atomic_write_text
+from imgcls.core.files import atomic_write_text
+from imgcls.core.tables import write_csv
 from imgcls.report import figures
 from imgcls.report.collect import Variant, collect
-from imgcls.tables import write_csv
 
 COLUMNS = [  # (key, header, format); {split} is the split the evaluation columns were computed on
     ("variant", "variant", "{}"),

@@ -7,7 +7,7 @@ import html
 import json
 from pathlib import Path
 
-from imgcls.files import atomic_write_text
+from imgcls.core.files import atomic_write_text
 from imgcls.report.build import CSS
 from imgcls.report.gallery import figure_html
 

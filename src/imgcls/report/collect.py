@@ -6,11 +6,11 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from imgcls.errors import ImgclsError
-from imgcls.files import read_json
+from imgcls.core.errors import ImgclsError
+from imgcls.core.files import read_json
+from imgcls.core.rundir import RunPaths, read_metrics
+from imgcls.core.tables import read_table
 from imgcls.report.gallery import read_multilabel_predictions, read_predictions
-from imgcls.rundir import RunPaths, read_metrics
-from imgcls.tables import read_table
 
 
 @dataclass

@@ -10,7 +10,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-from imgcls.files import save_figure  # noqa: E402
+from imgcls.core.files import save_figure  # noqa: E402
 from imgcls.report.collect import Variant  # noqa: E402
 
 COLOURS = plt.rcParams["axes.prop_cycle"].by_key()["color"]

@@ -10,8 +10,8 @@ import io
 import logging
 from pathlib import Path
 
-from imgcls.files import atomic_write
-from imgcls.tables import read_table, write_csv
+from imgcls.core.files import atomic_write
+from imgcls.core.tables import read_table, write_csv
 
 log = logging.getLogger(__name__)
 THUMB = 112  # px, longest side
@@ -34,8 +34,8 @@ def correct_examples(rows: list[dict], per_class: int = 3) -> dict[str, list[dic
 
 def thumbnail(path: str, size: int = THUMB):
     """A small RGB image of ``path``, or None when it no longer decodes (the gallery then skips it)."""
+    from imgcls.core.errors import BadImageError
     from imgcls.data.decode import load_rgb
-    from imgcls.errors import BadImageError
 
     try:
         image = load_rgb(path, draft_size=size)

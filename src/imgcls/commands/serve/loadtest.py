@@ -10,7 +10,7 @@ import uuid
 from pathlib import Path
 from urllib.parse import urlparse
 
-from imgcls.errors import ImgclsError
+from imgcls.core.errors import ImgclsError
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
@@ -29,10 +29,6 @@ def _multipart(path: Path) -> tuple[bytes, str]:
 
 
 def load_test(url: str, image: str | Path, *, requests: int = 500, concurrency: int = 8, timeout: float = 30.0) -> dict:
-    if not 1 <= requests <= 1_000_000:
-        raise ImgclsError(f"--requests must be between 1 and 1,000,000, got {requests}")
-    if not 1 <= concurrency <= 256:
-        raise ImgclsError(f"--concurrency must be between 1 and 256, got {concurrency}")
     if not Path(image).is_file():
         raise ImgclsError(f"not found: {image}")
     parsed = urlparse(url)

@@ -16,10 +16,10 @@ import anyio
 from fastapi import FastAPI, File, HTTPException, Query, Request, UploadFile
 from fastapi.responses import HTMLResponse, JSONResponse
 
+from imgcls.commands.serve.guards import LOOPBACK_HOSTS, HostGuard, UploadTimeout
+from imgcls.core.errors import BadImageError
 from imgcls.data.decode import NOT_AN_IMAGE, TOO_MANY_PIXELS, load_rgb
 from imgcls.engine.predictor import Predictor, load_predictor
-from imgcls.errors import BadImageError
-from imgcls.serve.guards import LOOPBACK_HOSTS, HostGuard, UploadTimeout
 
 log = logging.getLogger(__name__)
 PAGE = (Path(__file__).with_name("page.html")).read_text()
@@ -145,17 +145,6 @@ def serve(
 ) -> None:
     import uvicorn
 
-    from imgcls.errors import ImgclsError
-
-    for name, value in (
-        ("--max-upload-mb", max_upload_mb),
-        ("--max-pixels", max_pixels),
-        ("--upload-timeout", upload_timeout),
-    ):
-        if not value > 0:
-            raise ImgclsError(f"{name} must be positive, got {value}")
-    if not 0 < port < 65536:
-        raise ImgclsError(f"--port must be between 1 and 65535, got {port}")
     predictor = load_predictor(ref, engine=engine)
     allowed = LOOPBACK_HOSTS if host in LOOPBACK_HOSTS else None
     app = create_app(

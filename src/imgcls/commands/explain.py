@@ -12,10 +12,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from imgcls.core.errors import BadImageError, ImgclsError
+from imgcls.core.files import save_figure
 from imgcls.data.decode import load_rgb
 from imgcls.engine.predictor import load_predictor
-from imgcls.errors import BadImageError, ImgclsError
-from imgcls.files import save_figure
 
 
 def _token_grid(t: torch.Tensor) -> torch.Tensor | None:

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from imgcls.malloc import DISABLE_ENV
+from imgcls.core.malloc import DISABLE_ENV
 
 TARGETS = {
     "head_epoch": 5.0,
@@ -99,7 +99,7 @@ def side_environment(measure: str, side: str) -> dict:
 
 # Imported once by the fork server; every measurement is a child forked from it (its own process and
 # peak RSS, without paying these imports - seconds each - again).
-PRELOAD = ["torch", "torchvision", "lightning", "timm", "torchmetrics", "onnxruntime", "imgcls.bench_worker"]
+PRELOAD = ["torch", "torchvision", "lightning", "timm", "torchmetrics", "onnxruntime", "bench.worker"]
 
 
 def _run_worker(measure: str, side: str, args: dict, env: dict) -> dict:
@@ -108,7 +108,7 @@ def _run_worker(measure: str, side: str, args: dict, env: dict) -> dict:
     ctx = multiprocessing.get_context("forkserver")
     ctx.set_forkserver_preload(PRELOAD)
     receive, send = ctx.Pipe(duplex=False)
-    from imgcls.bench_worker import run_job
+    from bench.worker import run_job
 
     proc = ctx.Process(target=run_job, args=(measure, side, args, env, send))
     proc.start()
@@ -137,7 +137,7 @@ def _plan(accelerator: str, only: list[str] | None) -> list[tuple[str, str, dict
     if only:
         unknown = sorted(set(only) - {p[0] for p in plan})
         if unknown:
-            from imgcls.errors import ImgclsError
+            from imgcls.core.errors import ImgclsError
 
             raise ImgclsError(
                 f"--only {','.join(unknown)}: no such measure for --accelerator {accelerator} "
@@ -167,7 +167,7 @@ def run_bench(
         import torch
 
         if not torch.cuda.is_available():
-            from imgcls.errors import ImgclsError
+            from imgcls.core.errors import ImgclsError
 
             raise ImgclsError("--accelerator cuda: PyTorch sees no CUDA device on this machine")
     plan = _plan(accelerator, only)
@@ -178,7 +178,7 @@ def run_bench(
         ("--image-size", image_size, 32),
     ):
         if value is not None and not low <= value <= 1_000_000:
-            from imgcls.errors import ImgclsError
+            from imgcls.core.errors import ImgclsError
 
             raise ImgclsError(f"bench {flag} {value}: use {low} or more")
     gpu = accelerator == "cuda"
@@ -241,7 +241,7 @@ def run_bench(
         if ("partial", "baseline") in raw:  # img/s -> s/epoch over the same images as the partial run
             full = raw[("partial", "baseline")]
             raw[("partial", "baseline")] = {**full, "value": n / full["value"], "unit": "s/epoch"}
-    results["environments"] = {**environments, "imgcls_in_process": "imgcls.malloc.tune_malloc() (mallopt)"}
+    results["environments"] = {**environments, "imgcls_in_process": "imgcls.core.malloc.tune_malloc() (mallopt)"}
     results["accelerator"] = accelerator
     for measure, _, _, target in plan:
         b, m = raw[(measure, "baseline")], raw[(measure, "imgcls")]
@@ -275,7 +275,7 @@ def run_bench(
         results["measures"].append(entry)
     print_table(results)
     if json_path:
-        from imgcls.files import write_json
+        from imgcls.core.files import write_json
 
         write_json(Path(json_path), results)
         print(f"wrote {json_path}")

@@ -19,7 +19,7 @@ import zlib
 from pathlib import Path
 from typing import Any
 
-from imgcls.files import remove_dead_temporaries, temporary_name
+from imgcls.core.files import remove_dead_temporaries, temporary_name
 
 log = logging.getLogger(__name__)
 META = "meta.json"
@@ -126,7 +126,7 @@ class CacheEntry:
     # -- writing ------------------------------------------------------------------------------------
     def check_space(self, size: int, what: str, label: str, hint: str) -> None:
         """Say how big the entry will be before filling it, and refuse when the disk cannot hold it."""
-        from imgcls.errors import ImgclsError
+        from imgcls.core.errors import ImgclsError
 
         self.folder.mkdir(parents=True, exist_ok=True)
         free = shutil.disk_usage(self.folder).free
@@ -157,7 +157,7 @@ class CacheEntry:
         meanwhile fails here with a message, instead of killing the process (SIGBUS) mid-write."""
         import numpy as np
 
-        from imgcls.errors import ImgclsError
+        from imgcls.core.errors import ImgclsError
 
         part = self._part(name)
         out = np.lib.format.open_memmap(part, mode="w+", dtype=dtype, shape=shape)
@@ -220,7 +220,7 @@ class CacheEntry:
 
 
 def _space_error(exc: OSError, folder: Path):
-    from imgcls.files import out_of_space, space_error
+    from imgcls.core.files import out_of_space, space_error
 
     return space_error(folder, "the cache entry was not kept") if out_of_space(exc) else exc
 

@@ -22,8 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from imgcls.errors import ImgclsError
-from imgcls.files import atomic_path
+from imgcls.core.errors import ImgclsError
+from imgcls.core.files import atomic_path
 
 MIN_AGREEMENT = 0.99  # on the validation images fp32 is sure of
 MARGIN = 0.1  # fp32's top-2 probability gap (multi-label: distance from the threshold) that counts as sure
@@ -68,7 +68,7 @@ def quantize_static_int8(fp32: Path, out: Path, batches) -> None:
             x = next(self.it, None)
             return None if x is None else {"image": x.numpy().astype(np.float32)}
 
-    from imgcls.files import temporary_name
+    from imgcls.core.files import temporary_name
 
     prepared = temporary_name(out, "pre")
     try:

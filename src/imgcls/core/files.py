@@ -21,7 +21,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from imgcls.errors import ImgclsError
+from imgcls.core.errors import ImgclsError
 
 TMP_SUFFIX = ".tmp"
 

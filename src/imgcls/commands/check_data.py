@@ -23,13 +23,13 @@ from pathlib import Path
 
 import numpy as np
 
-from imgcls.data.layouts import UNLABELED, DatasetSplits, Sample
-from imgcls.data.splitfile import relative_path
-from imgcls.errors import ImgclsError
-from imgcls.files import write_json
+from imgcls.core.errors import ImgclsError
+from imgcls.core.files import write_json
 
 # Near duplicates: cosine similarity of EfficientNet-Lite0 features at its input size (re-encoded and
-from imgcls.tables import write_csv
+from imgcls.core.tables import write_csv
+from imgcls.data.layouts import UNLABELED, DatasetSplits, Sample
+from imgcls.data.splitfile import relative_path
 
 # Near duplicates: cosine similarity of EfficientNet-Lite0 features at its input size (re-encoded and
 # cropped copies), or of features at 64 px (copies resized to half keep their small-scale features),
@@ -46,7 +46,7 @@ def output_folder(data_root: Path, out: str | None, *, force: bool = False) -> P
     folder; a folder of other files (or another dataset's check) only with ``force``."""
     import hashlib
 
-    from imgcls.rundir import folder_state
+    from imgcls.core.rundir import folder_state
 
     root = data_root.resolve()
     if out:
@@ -79,7 +79,7 @@ def _checked_data(folder: Path) -> str | None:
     if not summary.is_file():
         return None
     try:
-        from imgcls.files import read_json
+        from imgcls.core.files import read_json
 
         record = read_json(summary)
     except ImgclsError:
@@ -253,12 +253,6 @@ def check_data(
     samples, names = _every(splits)
     if not samples:
         raise ImgclsError(f"{root}: no images to check")
-    if not 2 <= folds <= 20:
-        raise ImgclsError(f"--folds must be between 2 and 20, got {folds}")
-    if not 0.5 <= near <= 1.0:
-        raise ImgclsError(f"--near must be between 0.5 and 1, got {near}")
-    if not 1 <= views <= 16:
-        raise ImgclsError(f"--views must be between 1 and 16, got {views}")
     labelled = [i for i, s in enumerate(samples) if s.label != UNLABELED and names[i] != "test"]
     if label:
         classes_seen = {

@@ -13,8 +13,8 @@ import os
 import threading
 from pathlib import Path
 
-from imgcls.errors import ImgclsError
-from imgcls.rundir import LOCK_NAME, folder_state
+from imgcls.core.errors import ImgclsError
+from imgcls.core.rundir import LOCK_NAME, folder_state
 
 _HELD: set[str] = set()
 _HELD_LOCK = threading.Lock()

@@ -1,58 +1,29 @@
-"""Typed training configuration: defaults < YAML file < command-line flags.
+"""Typed training configuration: defaults < YAML file < command-line flags (or Python keywords).
 
 ``TrainConfig`` is the single source: each field's type hint decides how values are coerced, its
-metadata (help, choices, range, resumable) generates the CLI flag, validates YAML and flags alike, and
-says whether ``--resume`` may change it. One new option is one new field.
+metadata (help, choices, range, resumable; ``core/options.py``) generates the CLI flag and the keyword
+check, validates YAML, flags and keywords alike, and says whether ``--resume`` may change it. One new
+option is one new field.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
-import types
-import typing
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from imgcls.errors import ImgclsError
+from imgcls.core import options
+from imgcls.core.errors import ImgclsError
+from imgcls.core.options import opt, option_fields
 
 AUGMENTS = ("reference", "reference-torchvision", "light", "none")
 PRECISIONS = ("32-true", "32", "16-mixed", "bf16-mixed", "16-true", "bf16-true", "64-true", "64")
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps")
 STRATEGIES = ("auto", "ddp", "ddp_spawn", "ddp_find_unused_parameters_true")
 SEED_MAX = 2**32 - 1  # numpy's and Lightning's seed range
-
-
-def opt(
-    default: Any,
-    help: str,
-    *,
-    choices=None,
-    lo=None,
-    hi=None,
-    lo_open=False,
-    hi_open=False,
-    resumable: bool = False,
-    flag: bool = True,
-    check=None,
-) -> Any:
-    """A config field: ``lo``/``hi`` bound numbers (``*_open``: the bound itself is excluded);
-    ``check(value) -> str | None`` returns a complaint for values a range cannot describe."""
-    meta = dict(
-        help=help,
-        choices=choices,
-        lo=lo,
-        hi=hi,
-        lo_open=lo_open,
-        hi_open=hi_open,
-        resumable=resumable,
-        flag=flag,
-        check=check,
-    )
-    return field(default=default, metadata=meta)
 
 
 def _check_devices(value: str) -> str | None:
@@ -240,80 +211,13 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
 
-FIELDS = {f.name: f for f in fields(TrainConfig)}
+FIELDS = option_fields(TrainConfig)
 RESUMABLE = frozenset(name for name, f in FIELDS.items() if f.metadata["resumable"])
-_HINTS = typing.get_type_hints(TrainConfig)
-
-
-def field_type(name: str) -> tuple[type, bool]:
-    """(base type, optional) from the field's type hint, e.g. ``int | None`` -> (int, True)."""
-    hint = _HINTS[name]
-    args = typing.get_args(hint) if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union else ()
-    base = [a for a in args if a is not type(None)][0] if args else hint
-    return typing.get_origin(base) or base, bool(args)
-
-
-def flag_name(name: str) -> str:
-    return "--" + name.replace("_", "-")
-
-
-def _coerce_scalar(kind: type, value: Any) -> Any:
-    if kind is list:
-        items = value.split(",") if isinstance(value, str) else value
-        if not isinstance(items, (list, tuple)) or not all(isinstance(v, str) and v.strip() for v in items):
-            raise ValueError("expected a list of names")
-        return [v.strip() for v in items]
-    if kind is bool:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.lower() in ("true", "yes", "1", "false", "no", "0"):
-            return value.lower() in ("true", "yes", "1")
-        raise ValueError("expected true or false")
-    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-        raise ValueError(f"expected {kind.__name__}")
-    if kind is str:
-        return str(value)
-    number = float(value) if isinstance(value, str) else value
-    if isinstance(number, float) and not math.isfinite(number):
-        raise ValueError("must be a finite number")
-    if kind is int:
-        if isinstance(value, str) and value.strip().lstrip("+-").isdigit():
-            return int(value)
-        if float(number) != int(number):
-            raise ValueError("expected a whole number")
-        return int(number)
-    return float(number)
 
 
 def coerce(name: str, value: Any) -> Any:
-    """``value`` (from YAML or a flag) as the field's type, checked against its range and choices."""
-    kind, optional = field_type(name)
-    label = flag_name(name)
-    if value is None:
-        if optional:
-            return None
-        raise ImgclsError(f"{label} needs a value")
-    try:
-        out = _coerce_scalar(kind, value)
-    except (TypeError, ValueError, OverflowError) as exc:
-        raise ImgclsError(f"{label}: bad value {value!r} ({exc})") from None
-    meta = FIELDS[name].metadata
-    if kind is list:
-        bad = [v for v in out if meta["choices"] is not None and v not in meta["choices"]]
-        if bad:
-            raise ImgclsError(f"{label}: {', '.join(bad)} not among {', '.join(meta['choices'])}")
-        return out
-    if meta["choices"] is not None and out not in meta["choices"]:
-        raise ImgclsError(f"{label}: {out!r} is not one of {', '.join(meta['choices'])}")
-    lo, hi = meta["lo"], meta["hi"]
-    if lo is not None and (out < lo or (meta["lo_open"] and out == lo)):
-        raise ImgclsError(f"{label}: {out!r} is too small (must be {'>' if meta['lo_open'] else '>='} {lo})")
-    if hi is not None and (out > hi or (meta["hi_open"] and out == hi)):
-        raise ImgclsError(f"{label}: {out!r} is too large (must be {'<' if meta['hi_open'] else '<='} {hi})")
-    complaint = meta["check"](out) if meta["check"] else None
-    if complaint:
-        raise ImgclsError(f"{label}: bad value {out!r} ({complaint})")
-    return out
+    """``value`` (from Python, YAML or a flag) as the TrainConfig field's type, checked."""
+    return options.coerce(TrainConfig, name, value)
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:
@@ -337,7 +241,7 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
 
 
 def build(values: dict[str, Any]) -> TrainConfig:
-    return TrainConfig(**{k: coerce(k, v) for k, v in values.items()})
+    return options.build(TrainConfig, values)
 
 
 def resolve_config(yaml_path: str | None = None, overrides: dict[str, Any] | None = None) -> TrainConfig:
@@ -349,7 +253,7 @@ def resolve_config(yaml_path: str | None = None, overrides: dict[str, Any] | Non
 
 
 def dump_config(cfg: TrainConfig, path: str | Path) -> None:
-    from imgcls.files import atomic_write_text
+    from imgcls.core.files import atomic_write_text
 
     atomic_write_text(Path(path), yaml.safe_dump(cfg.to_dict(), sort_keys=False))
 
@@ -364,28 +268,9 @@ def differing_fields(saved: TrainConfig, wanted: TrainConfig, *, ignore=RESUMABL
 
 
 def add_config_flags(parser, *, exclude: set[str] = frozenset(), only: set[str] | None = None) -> None:
-    """One argparse flag per field (help, choices and default from its metadata); values stay raw and
-    are coerced by ``coerce`` so flags and YAML fail the same way. ``only``: just these fields."""
-    import argparse
-
-    for name, f in FIELDS.items():
-        meta = f.metadata
-        if name in exclude or not meta["flag"] or (only is not None and name not in only):
-            continue
-        kind, _ = field_type(name)
-        default = "" if f.default is None else f" (default: {f.default})"
-        help_ = (meta["help"] + ("" if "default" in meta["help"] or "recipe" in meta["help"] else default)).replace(
-            "%", "%%"
-        )
-        if kind is bool:
-            parser.add_argument(
-                flag_name(name), dest=name, action=argparse.BooleanOptionalAction, default=None, help=help_
-            )
-        else:
-            metavar = "{" + ",".join(meta["choices"]) + "}" if meta["choices"] else name.upper()
-            parser.add_argument(flag_name(name), dest=name, default=None, metavar=metavar, help=help_)
+    options.add_flags(parser, TrainConfig, exclude=exclude, only=only)
 
 
 def config_overrides(args) -> dict[str, Any]:
     """The fields set on the command line."""
-    return {k: getattr(args, k) for k in FIELDS if getattr(args, k, None) is not None}
+    return options.given(TrainConfig, args)

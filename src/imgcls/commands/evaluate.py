@@ -14,14 +14,14 @@ from torchmetrics.functional.classification import (
     multiclass_recall,
 )
 
+from imgcls.core.errors import ImgclsError
+from imgcls.core.files import staged_folder, write_json
+from imgcls.core.tables import write_csv
 from imgcls.data.csv_layout import CsvOptions
 from imgcls.data.layouts import SPLIT_ALIASES, DatasetSplits, canonical_split, discover
-from imgcls.engine.predictor import EXPORT_SUFFIXES, check_batch_args, load_predictor, predict_samples
-from imgcls.errors import ImgclsError
-from imgcls.files import staged_folder, write_json
+from imgcls.engine.predictor import EXPORT_SUFFIXES, load_predictor, predict_samples
 from imgcls.report.figures import confusion_png
 from imgcls.report.gallery import PREDICTION_COLUMNS, read_predictions, write_error_gallery
-from imgcls.tables import write_csv
 
 SPLIT_DIRNAMES = {"train": "training", "val": "validation", "test": "evaluation"}
 WHOLE_FOLDER = "all"  # the split name when --data is one folder of class folders
@@ -143,9 +143,6 @@ def evaluate(
     (``eval/<file stem>/``), apart from the checkpoint's; so do the int8 engine's
     (``RUN/export/eval/model.int8/``).
     """
-    check_batch_args(batch_size, workers)
-    if gallery < 0:
-        raise ImgclsError(f"--gallery must be 0 or more, got {gallery}")
     loaded = load_predictor(run_dir, engine=engine)
     run = loaded.saved
     run_data = run.cfg.data if run is not None else None
@@ -178,7 +175,7 @@ def evaluate(
         "engine": loaded.describe(),
         "tta": tta,
     }
-    from imgcls.evaluate_multilabel import write_multilabel
+    from imgcls.commands.evaluate_multilabel import write_multilabel
 
     write = write_multilabel if loaded.multilabel else _write_single
     with staged_folder(out) as stage:  # the folder is replaced whole: never half old, half new

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from imgcls.core.errors import ImgclsError
+from imgcls.core.tables import csv_text, write_csv
 from imgcls.data.layouts import samples_with_ids
-from imgcls.engine.predictor import check_batch_args, load_predictor, predict_samples
-from imgcls.errors import ImgclsError
-from imgcls.tables import csv_text, write_csv
+from imgcls.engine.predictor import load_predictor, predict_samples
 
 
 def predict(
@@ -29,13 +29,12 @@ def predict(
     engine: str | None = None,
     force: bool = False,
 ) -> dict:
-    check_batch_args(batch_size, workers)
     out = Path(out)
     if out.is_dir():
         raise ImgclsError(f"--out {out} is a folder; give the CSV file to write, e.g. {out / 'preds.csv'}")
     loaded = load_predictor(ref, engine=engine)  # the model first: a bad model reference is the error to report
-    if topk < 0 or topk > len(loaded.classes):
-        raise ImgclsError(f"--topk must be between 0 and {len(loaded.classes)}")
+    if topk > len(loaded.classes):  # the lower bound is the option's; the upper one is the model's
+        raise ImgclsError(f"--topk must be between 0 and {len(loaded.classes)}, got {topk}")
     pairs = samples_with_ids(inputs)
     sample_rows = _read_submission(submission, loaded) if submission else None
     samples = [s for s, _ in pairs]
@@ -127,7 +126,7 @@ def _first(loaded, ids: list[str], probs) -> list[tuple[str, str, float]]:
 
 
 def _read_submission(path: str, loaded) -> tuple[list[str], list[dict]]:
-    from imgcls.tables import read_table
+    from imgcls.core.tables import read_table
 
     table = Path(path)
     if not table.is_file():

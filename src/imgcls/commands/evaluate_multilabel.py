@@ -16,10 +16,10 @@ from torchmetrics.functional.classification import (
     multilabel_recall,
 )
 
+from imgcls.core.files import save_figure, write_json
+from imgcls.core.tables import write_csv
 from imgcls.engine.label_metrics import present, present_mean
-from imgcls.files import save_figure, write_json
 from imgcls.report.gallery import MULTILABEL_COLUMNS, read_multilabel_predictions, write_multilabel_gallery
-from imgcls.tables import write_csv
 
 MAX_CURVES = 20  # labels drawn in pr_curves.png (the most frequent); the table has them all
 

@@ -14,11 +14,11 @@ from pathlib import Path
 
 import torch
 
+from imgcls.core.errors import ImgclsError
+from imgcls.core.files import atomic_write, remove_dead_temporaries, sha256_file, write_json
+from imgcls.core.lock import RunLock
 from imgcls.data.transforms import IMAGENET_MEAN, IMAGENET_STD, eval_resize
 from imgcls.engine.predictor import EXPORT_SUFFIXES, load_predictor, onnx_predictor, read_sidecar, sidecar_path
-from imgcls.errors import ImgclsError
-from imgcls.files import atomic_write, remove_dead_temporaries, sha256_file, write_json
-from imgcls.lock import RunLock
 
 MAX_PROB_DIFF = 1e-4
 FORMATS = ("onnx", "safetensors")
@@ -150,8 +150,8 @@ def _export(loaded, fmt: str, folder: Path, quantize: str | None) -> dict:
 
 def _export_int8(loaded, fp32: Path, folder: Path, info: dict) -> dict:
     """int8 beside the fp32 export, calibrated on training images, checked on the validation split."""
+    from imgcls.commands.quantize import quantize_int8
     from imgcls.engine.timing import images_per_second
-    from imgcls.quantize import quantize_int8
 
     splits = loaded.saved.splits()  # the exact training and validation images
     out = folder / "model.int8.onnx"

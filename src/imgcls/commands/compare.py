@@ -11,11 +11,11 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from imgcls.config import TrainConfig
-from imgcls.errors import ImgclsError
-from imgcls.files import read_json, write_json
+from imgcls.core.config import TrainConfig
+from imgcls.core.errors import ImgclsError
+from imgcls.core.files import read_json, write_json
+from imgcls.core.rundir import RunPaths, clear_run, folder_state, read_metrics
 from imgcls.models.registry import spec_to_dirname
-from imgcls.rundir import RunPaths, clear_run, folder_state, read_metrics
 
 REFERENCE_MODELS = ["efficientnet_b0", "vit_b_16", "attn_cnn:num_heads=8", "attn_cnn:num_heads=4"]
 DEMO_MODELS = ["efficientnet_lite0", "vit_tiny", "attn_cnn:num_heads=8", "attn_cnn:num_heads=4"]
@@ -27,7 +27,7 @@ DEMO_TRAIN = {"epochs": 6, "image_size": 48, "augment": "light"}
 def parse_variant(spec: str) -> tuple[str, dict]:
     """``MODEL_SPEC[+field=value]...``: a model spec plus recipe fields for this variant alone, e.g.
     ``attn_cnn:num_heads=8+freeze=attn`` or ``efficientnet_lite0+finetune=full`` (list values: a,b)."""
-    from imgcls.config import FIELDS, coerce
+    from imgcls.core.config import FIELDS, coerce
 
     model, *extras = spec.split("+")
     overrides = {}
@@ -64,8 +64,8 @@ def variant_config(base: TrainConfig, spec: str, out: Path) -> TrainConfig:
 
 
 def demo_data_dir(cache: Path | None = None) -> Path:
+    from imgcls.core.system import global_rank
     from imgcls.data.demo import write_demo_dataset
-    from imgcls.system import global_rank
 
     cache = cache or Path(".cache")
     folder = cache / "demo-data-{per_class}x{size}-seed{seed}".format(**DEMO_DATA)
@@ -129,11 +129,11 @@ def compare(
     retrain: bool = False,
     force: bool = False,
 ) -> Path:
+    from imgcls.commands.evaluate import evaluate
+    from imgcls.core.system import global_rank
     from imgcls.engine.train import train
-    from imgcls.evaluate import evaluate
     from imgcls.plan import discover_data, resolve_task, resume_config
     from imgcls.report.build import build_report
-    from imgcls.system import global_rank
 
     if not specs:
         raise ImgclsError("no models to compare: pass --models SPEC [SPEC ...]")
@@ -222,7 +222,7 @@ def compare(
 def _stale_variants(base: TrainConfig, specs: list[str], runs: list[RunPaths], splits) -> dict:
     """{spec: (paths, differing fields)} for variants whose saved config is not the requested one
     (fields a resume may change, like --epochs, do not count)."""
-    from imgcls.config import differing_fields, load_run_config
+    from imgcls.core.config import differing_fields, load_run_config
     from imgcls.plan import resolve
 
     stale = {}
@@ -254,7 +254,7 @@ def _eval_is_fresh(paths: RunPaths, split: str = "evaluation") -> bool:
 
 def _ensure_explain(paths: RunPaths, samples: list, count: int = 2) -> None:
     """A sample of where the model looks, for the report (the same two images for every variant)."""
-    from imgcls.explain import explain
+    from imgcls.commands.explain import explain
 
     folder = paths.root / "explain"
     if folder.is_dir() and all(p.stat().st_mtime >= paths.best.stat().st_mtime for p in folder.glob("*.png")):

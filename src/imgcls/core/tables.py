@@ -19,7 +19,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from imgcls.errors import ImgclsError
+from imgcls.core.errors import ImgclsError
 
 _FORMULA = re.compile(r"^'*[=+\-@\t\r]")
 _ESCAPED = re.compile(r"^'+[=+\-@\t\r]")
@@ -49,7 +49,7 @@ def csv_text(header: list[str], rows: list[list]) -> str:
 
 
 def write_csv(path: Path, header: list[str], rows: list[list]) -> None:
-    from imgcls.files import atomic_write_text
+    from imgcls.core.files import atomic_write_text
 
     atomic_write_text(Path(path), csv_text(header, rows))
 

@@ -1,6 +1,6 @@
 """One bench measurement in a process of its own: ``run_job`` in a child forked by ``imgcls bench``'s
 fork server (torch, Lightning and timm imported once, not once per measurement), or by hand:
-``python -m imgcls.bench_worker MEASURE SIDE ARGS_JSON``, which prints one JSON line.
+``python -m bench.worker MEASURE SIDE ARGS_JSON``, which prints one JSON line.
 
 A result holds value, unit, peak_rss_mb (this process + its largest child), and extras.
 """
@@ -111,12 +111,12 @@ def measure_inference(side: str, a: dict) -> dict:
 def measure_inference_int8(side: str, a: dict) -> dict:
     """imgcls's opt-in int8 export (``export --quantize int8``: static QDQ, calibrated on 64 training
     photos through the eval transform) in ONNX Runtime; the baseline is the inference measure's."""
+    from imgcls.commands.quantize import calibration_batches, quantize_static_int8
     from imgcls.data.layouts import discover
     from imgcls.engine.onnx_engine import export_onnx
     from imgcls.engine.predictor import onnx_predictor
     from imgcls.engine.timing import images_per_second
     from imgcls.models import create_model
-    from imgcls.quantize import calibration_batches, quantize_static_int8
 
     model = create_model("efficientnet_b0", 11).eval()
     folder = Path(a["tmp"]) / f"int8-{os.getpid()}"
@@ -219,7 +219,7 @@ class _Timer:
 
 
 def _imgcls_train(a: dict, data: Path, out: str, **cfg) -> _Timer:
-    from imgcls.config import resolve_config
+    from imgcls.core.config import resolve_config
     from imgcls.engine.train import train
 
     timer = _Timer()
@@ -481,7 +481,7 @@ def measure_one(measure: str, side: str, args: dict) -> dict:
     warnings.filterwarnings("ignore")
     logging.disable(logging.INFO)
     if side == "imgcls":
-        from imgcls.malloc import tune_malloc
+        from imgcls.core.malloc import tune_malloc
 
         tune_malloc()  # as imgcls train/compare do
     result = globals()[f"measure_{measure}"](side, args)

@@ -9,8 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from imgcls.errors import ImgclsError
-from imgcls.files import atomic_write_text, read_json
+from imgcls.core.errors import ImgclsError
+from imgcls.core.files import atomic_write_text, read_json
 
 METRICS_COLUMNS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "val_acc5", "lr", "epoch_seconds"]
 # Multi-label runs: micro-F1 while training; validation mean average precision (macro) and macro-F1 at 0.5.
@@ -99,7 +99,7 @@ def read_metrics(path: Path) -> list[dict[str, Any]]:
 
 
 def _parse_metrics(path: Path) -> list[dict[str, Any]]:
-    from imgcls.tables import read_table
+    from imgcls.core.tables import read_table
 
     rows = read_table(path, exact=True, empty_ok=True).rows
     if rows:

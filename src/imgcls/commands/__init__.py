@@ -1,0 +1,1 @@
+"""One module per command; each takes run folders and options and returns what it wrote or found."""
