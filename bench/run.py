@@ -31,7 +31,7 @@ TARGETS = {
     "pipeline": 2.0,
 }
 GPU_MODELS = ("efficientnet_b0", "vit_b_16", "attn_cnn")
-# On a GPU (issue 15): ratios against the reference loop on the same GPU, plus two absolute targets.
+# On a GPU: ratios against the reference loop on the same GPU, plus two absolute targets.
 GPU_TARGETS = {
     "pipeline": 2.0,
     "head_epoch": 5.0,
@@ -160,7 +160,7 @@ def run_bench(
 ) -> dict:
     """``image_size``: 224 px is the reference; smaller sizes make tiny runs (the test suite's) whose
     numbers say nothing about the recipe."""
-    from imgcls.data.loader import default_workers
+    from imgcls.core.system import default_workers
     from imgcls.engine.onnx_engine import onnxruntime_available
 
     if accelerator == "cuda":

@@ -83,7 +83,7 @@ def test_interrupted_variant_resumes(comparison, demo_data, tmp_path, capsys):
     run = RunPaths(out / "attn_cnn-num_heads4")
     summary = json.loads(run.summary.read_text())
     run.summary.write_text(json.dumps({**summary, "complete": False}))
-    assert run_state(run, 2) == "partial"
+    assert run_state(run, 2) == "interrupted"
     first = read_metrics(run.metrics)
     compare(_cfg(demo_data, epochs=2), SPECS[:1], out, progress=False)
     assert "resuming attn_cnn:num_heads=4" in capsys.readouterr().out

@@ -23,8 +23,8 @@ def test_yaml_overrides_defaults_and_flags_override_yaml(tmp_path):
     assert cfg.epochs == 3 and cfg.lr == 0.01 and cfg.batch_size == 8 and cfg.seed == 42
 
 
-def test_food11_seed_config_holds_the_recipe():
-    cfg = resolve_config("configs/food11_seed.yaml")
+def test_food11_reference_config_holds_the_recipe():
+    cfg = resolve_config("configs/food11_reference.yaml")
     assert cfg.epochs == 100 and cfg.image_size == 224 and cfg.lr == 1e-3 and cfg.weight_decay == 1e-4
 
 

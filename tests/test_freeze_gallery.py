@@ -46,8 +46,9 @@ def test_unknown_freeze_pattern_is_an_error(demo_data, tmp_path):
 
 
 def test_compare_spec_carries_the_recipe_fields(demo_data, tmp_path):
-    from imgcls.commands.compare import compare, parse_variant, variant_dirname
+    from imgcls.commands.compare import compare
     from imgcls.core.config import resolve_config
+    from imgcls.plan import parse_variant, variant_dirname
 
     assert parse_variant("attn_cnn:num_heads=8+freeze=attn") == ("attn_cnn:num_heads=8", {"freeze": ["attn"]})
     assert variant_dirname("attn_cnn:num_heads=8+freeze=attn") == "attn_cnn-num_heads8-freezeattn"

@@ -1,4 +1,4 @@
-"""Each recipe knob acts as documented (all are off by default: the seed's recipe is unchanged)."""
+"""Each recipe knob acts as documented (all are off by default: the reference recipe is unchanged)."""
 
 import json
 import math
@@ -8,12 +8,19 @@ import torch
 
 from imgcls.core.config import TrainConfig, resolve_config
 from imgcls.core.errors import ImgclsError
-from imgcls.engine.recipe import TrainLoss, balanced_class_weights, build_optimizer, build_schedule
+from imgcls.engine.recipe import (
+    TrainLoss,
+    balanced_class_weights,
+    build_optimizer,
+    build_schedule,
+    warmup_scale,
+    warmup_steps,
+)
 
 from conftest import train_tiny
 
 
-def test_defaults_are_the_seed_recipe():
+def test_defaults_are_the_reference_recipe():
     cfg = TrainConfig()
     assert (cfg.optimizer, cfg.scheduler, cfg.warmup_epochs, cfg.label_smoothing, cfg.mixup, cfg.cutmix) == (
         "adam",
@@ -74,12 +81,14 @@ def test_mixup_makes_soft_targets_and_mixed_images():
 
 def test_schedules_warm_up_then_decay():
     def lrs(scheduler, total=100, warmup_epochs=1.0, per_epoch=10):
+        """The rate each step runs at: the schedule's times the one warm-up (as the module applies it)."""
         cfg = resolve_config(None, {"scheduler": scheduler, "warmup_epochs": warmup_epochs, "lr": 0.1})
         opt = build_optimizer([torch.nn.Parameter(torch.zeros(1))], cfg)
-        sched = build_schedule(opt, cfg, total, per_epoch)["scheduler"]
+        warmup = warmup_steps(cfg, per_epoch)
+        sched = build_schedule(opt, cfg, total, warmup)["scheduler"]
         out = []
-        for _ in range(total):
-            out.append(opt.param_groups[0]["lr"])
+        for step in range(total):
+            out.append(opt.param_groups[0]["lr"] * warmup_scale(step, warmup))
             opt.step()
             sched.step()
         return out

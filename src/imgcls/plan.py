@@ -1,15 +1,19 @@
 """The run plan: every decision of a training run, made once.
 
 ``make_plan`` turns a ``TrainConfig`` (defaults < YAML < flags) and the data into a frozen ``RunPlan``:
-the parsed model spec, the task, the fine-tune cut, where it runs (device, precision, data pipeline),
-the data splits (discovered, or read back from a run folder), the bad files, the run folder and whether
-training resumes. Everything downstream (the module, the data modules, the Trainer, the run files)
-reads the plan and parses nothing. ``resolve`` is the pure part: it fills every ``auto`` field so
-``config.yaml`` records exactly what ran, and ``compare`` uses it to check saved variants.
+the parsed model spec, the task, the fine-tune cut, where it runs (accelerator, devices, precision, data
+pipeline, pinned memory), the data splits (discovered, or read back from a run folder), the bad files, the
+run folder and whether training resumes. Everything downstream (the module, the data modules, the Trainer,
+the run files) reads the plan and parses nothing.
+
+``resolve`` is the pure part: from the config, the data, the model's facts and the machine's (``Machine``,
+gathered once by ``make_plan``) it fills every ``auto`` field, so ``config.yaml`` records exactly what ran;
+``compare`` and ``auto`` use it to tell whether a saved run was trained with the requested recipe.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -19,10 +23,9 @@ from imgcls.core.errors import ImgclsError
 from imgcls.core.files import read_json
 from imgcls.core.options import flag_name
 from imgcls.core.rundir import RunPaths, folder_state
-from imgcls.core.system import cpu_count, global_rank
+from imgcls.core.system import global_rank
 from imgcls.data.csv_layout import CsvOptions
 from imgcls.data.layouts import DatasetSplits, discover
-from imgcls.data.loader import default_workers
 from imgcls.data.scan import BadFile, scan_splits
 from imgcls.data.splitfile import read_splits
 from imgcls.models.registry import ModelInfo, create_model, get_model_info, parse_model_spec, spec_to_dirname
@@ -83,6 +86,32 @@ class ModelChoice:
 
 
 @dataclass(frozen=True)
+class Machine:
+    """What this machine offers a run, asked once (``here``): ``resolve`` reads it and asks nothing."""
+
+    cuda: bool  # a CUDA device PyTorch can use
+    gpus: int
+    bf16: bool  # CUDA bfloat16
+    cores: int  # the cores this process may run on
+    workers: int  # default DataLoader workers: one core stays with the model
+
+    @classmethod
+    def here(cls) -> Machine:
+        import torch
+
+        from imgcls.core.system import cpu_count, default_workers
+
+        cuda = torch.cuda.is_available()
+        return cls(
+            cuda=cuda,
+            gpus=torch.cuda.device_count() if cuda else 0,
+            bf16=bool(cuda and torch.cuda.is_bf16_supported()),
+            cores=cpu_count(),
+            workers=default_workers(),
+        )
+
+
+@dataclass(frozen=True)
 class RunPlan:
     cfg: TrainConfig  # every field resolved: what config.yaml records
     model: ModelChoice
@@ -97,13 +126,14 @@ class RunPlan:
     start_epoch: int = 0  # the first epoch this fit runs (0-based): a resumed run's next one
     notes: tuple[str, ...] = field(default=())  # said once at the start of training
     edits: tuple[tuple, ...] = ()  # --exclude / --relabel: (path, action, old label, new label)
+    accelerator: str = "cpu"  # what Lightning runs on: "cuda", "cpu" or "mps" (never "auto")
 
     @property
     def classes(self) -> list[str]:
         return self.splits.classes
 
     @property
-    def partial(self) -> bool:
+    def cut(self) -> bool:
         """A frozen prefix feeds a trainable suffix (head-only or last:N)."""
         return self.keep is not None
 
@@ -115,9 +145,15 @@ class RunPlan:
     @property
     def feature_identity(self) -> dict:
         """What the frozen prefix's outputs depend on besides the files and transform (the cache key)."""
+        from imgcls.models.registry import feature_identity
+
         cfg = self.cfg
-        weights = self.model.info.weights if cfg.pretrained else f"random-init-seed{cfg.seed}"
-        return {"model": cfg.model, "pretrained": cfg.pretrained, "weights": weights, "cut": cfg.finetune}
+        return feature_identity(cfg.model, self.model.info, pretrained=cfg.pretrained, seed=cfg.seed, cut=cfg.finetune)
+
+    @property
+    def pin_memory(self) -> bool:
+        """Page-locked batches speed host-to-GPU copies; on the CPU they only cost."""
+        return self.cuda
 
 
 def monitor_for(task: str) -> str:
@@ -153,16 +189,18 @@ def asked_finetune(cfg: TrainConfig, info: ModelInfo) -> str:
     return cfg.finetune or ("head" if pretrained else "full")
 
 
-def resolve(cfg: TrainConfig, splits: DatasetSplits, model: ModelChoice | None = None) -> TrainConfig:
-    """Every ``auto`` or unset field filled from the model, the data and the machine."""
-    model = model or ModelChoice.parse(cfg.model)
+def resolve(
+    cfg: TrainConfig, splits: DatasetSplits, model: ModelChoice, machine: Machine, blocks: int | None = None
+) -> TrainConfig:
+    """Every ``auto`` or unset field filled from the model, the data and the machine; nothing is asked or
+    built here. ``blocks``: the model's block count (needed for ``--finetune last:N`` only)."""
     info = model.info
     n = len(splits.classes)
     if cfg.num_classes is not None and cfg.num_classes != n:
         raise ImgclsError(f"--num-classes {cfg.num_classes} does not match the data: {n} classes in {splits.root}")
     pretrained = info.has_weights if cfg.pretrained is None else cfg.pretrained
     image_size = cfg.image_size or info.default_image_size
-    finetune = _finetune(cfg, model, asked_finetune(cfg, info), n, image_size)
+    finetune = _finetune(cfg, asked_finetune(cfg, info), blocks)
     # The feature cache serves head and last:N training; by default it is on when augmentation is off.
     if parse_finetune(finetune) is None:
         feature_cache = 0
@@ -184,7 +222,7 @@ def resolve(cfg: TrainConfig, splits: DatasetSplits, model: ModelChoice | None =
         raise ImgclsError(f"--nesterov is a momentum option of --optimizer sgd, not of {cfg.optimizer}")
     if (cfg.mixup or cfg.cutmix) and not cfg.feature_cache:
         feature_cache = 0  # mix images; with an explicit --feature-cache, --mixup mixes the cached activations
-    cuda = uses_cuda(cfg)
+    cuda = uses_cuda(cfg, machine)
     task = resolve_task(cfg, splits)
     return replace(
         cfg,
@@ -197,10 +235,64 @@ def resolve(cfg: TrainConfig, splits: DatasetSplits, model: ModelChoice | None =
         feature_cache=feature_cache,
         data_pipeline=_data_pipeline(cfg, feature_cache, cuda),
         data=str(Path(cfg.data).resolve()),  # the run folder then works from any directory
-        workers=default_workers() if cfg.workers is None else cfg.workers,
-        precision=_precision(cfg, cuda),
+        workers=machine.workers if cfg.workers is None else cfg.workers,
+        precision=_precision(cfg, cuda, machine),
         out=default_out(cfg, model),
     )
+
+
+def planned_config(cfg: TrainConfig, splits: DatasetSplits, machine: Machine | None = None) -> TrainConfig:
+    """``resolve`` with the facts gathered here: the model parsed, its blocks counted when ``last:N`` asks,
+    the machine asked (``compare`` and ``auto`` compare saved runs with this)."""
+    model = ModelChoice.parse(cfg.model)
+    return resolve(cfg, splits, model, machine or Machine.here(), blocks_for(cfg, model, len(splits.classes)))
+
+
+def blocks_for(cfg: TrainConfig, model: ModelChoice, num_classes: int) -> int | None:
+    """The model's block count when ``--finetune last:N`` needs it (building the model takes a moment)."""
+    if not (asked_finetune(cfg, model.info) or "").startswith("last:"):
+        return None
+    return model.block_count(num_classes, cfg.image_size or model.info.default_image_size)
+
+
+# -- variants: one recipe, several models (compare, auto) ------------------------------------------------
+
+
+def parse_variant(spec: str) -> tuple[str, dict]:
+    """``MODEL_SPEC[+field=value]...``: a model spec plus recipe fields for this variant alone, e.g.
+    ``attn_cnn:num_heads=8+freeze=attn`` or ``efficientnet_lite0+finetune=full`` (list values: a,b)."""
+    from imgcls.core.config import FIELDS
+
+    model, *extras = spec.split("+")
+    overrides = {}
+    for item in extras:
+        key, eq, value = item.partition("=")
+        key = key.strip().replace("-", "_")
+        if not eq or key not in FIELDS or key in ("model", "data", "out"):
+            raise ImgclsError(
+                f"bad variant {spec!r}: {item!r} is not field=value for a recipe field "
+                "(e.g. +freeze=attn, +finetune=full, +lr=3e-4)"
+            )
+        overrides[key] = coerce(key, value.strip())
+    return model.strip(), overrides
+
+
+def variant_dirname(spec: str) -> str:
+    model, overrides = parse_variant(spec)
+    extra = "".join(f"-{k}{','.join(v) if isinstance(v, list) else v}" for k, v in overrides.items())
+    return spec_to_dirname(model) + re.sub(r"[^A-Za-z0-9,._=-]+", "_", extra)
+
+
+def variant_config(base: TrainConfig, spec: str, out: Path) -> TrainConfig:
+    """The base recipe for one variant of a comparison (or a trial of ``auto``). A comparison-wide
+    --feature-cache does not apply to variants that train whole (nothing frozen to cache): they train from
+    images."""
+    model, overrides = parse_variant(spec)
+    cfg = replace(base, model=model, out=str(out), **overrides)
+    if cfg.feature_cache and "feature_cache" not in overrides:
+        if asked_finetune(cfg, ModelChoice.parse(model).info) == "full":
+            cfg = replace(cfg, feature_cache=None)
+    return cfg
 
 
 def resolve_task(cfg: TrainConfig, splits: DatasetSplits) -> str:
@@ -234,19 +326,23 @@ def as_multilabel(splits: DatasetSplits) -> DatasetSplits:
     return replace(splits, train=lift(splits.train), val=lift(splits.val), test=lift(splits.test), task="multilabel")
 
 
-def uses_cuda(cfg: TrainConfig) -> bool:
-    import torch
-
-    return cfg.accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
+def uses_cuda(cfg: TrainConfig, machine: Machine) -> bool:
+    return cfg.accelerator in ("auto", "gpu", "cuda") and machine.cuda
 
 
-def _finetune(cfg: TrainConfig, model: ModelChoice, finetune: str, num_classes: int, image_size: int) -> str:
+def lightning_accelerator(cfg: TrainConfig, cuda: bool) -> str:
+    """The accelerator Lightning gets: the one the plan chose, never "auto"."""
+    return "cuda" if cuda else ("mps" if cfg.accelerator == "mps" else "cpu")
+
+
+def _finetune(cfg: TrainConfig, finetune: str, count: int | None) -> str:
     """``last:N`` with N = every block trains the whole model: that is ``full`` (its frozen prefix would be
     empty). N above the block count is refused here, before any image is read."""
     keep = parse_finetune(finetune)
     if not keep:
         return finetune
-    count = model.block_count(num_classes, image_size)
+    if count is None:
+        raise ValueError("resolve needs the block count for --finetune last:N")
     if keep > count:
         raise ImgclsError(
             f"--finetune {finetune}: {cfg.model} has {count} blocks (use last:1..last:{count - 1}, or full)"
@@ -270,13 +366,11 @@ def _data_pipeline(cfg: TrainConfig, feature_cache: int, cuda: bool) -> str:
     return cfg.data_pipeline
 
 
-def _precision(cfg: TrainConfig, cuda: bool) -> str:
+def _precision(cfg: TrainConfig, cuda: bool, machine: Machine) -> str:
     if cfg.precision is None:
         if not cuda:
             return "32-true"
-        import torch
-
-        return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
+        return "bf16-mixed" if machine.bf16 else "16-mixed"
     if not cuda and cfg.precision not in CPU_PRECISIONS:
         raise ImgclsError(
             f"--precision {cfg.precision} does not run on the CPU; use one of {', '.join(CPU_PRECISIONS)} "
@@ -285,7 +379,7 @@ def _precision(cfg: TrainConfig, cuda: bool) -> str:
     return cfg.precision
 
 
-def parse_devices(cfg: TrainConfig, cuda: bool):
+def parse_devices(cfg: TrainConfig, cuda: bool, machine: Machine):
     """Lightning's devices value, checked against what this machine has: a count of processes up to the
     GPUs (CUDA) or the cores (CPU), 'auto', or a list of distinct GPU indices."""
     import os
@@ -298,12 +392,7 @@ def parse_devices(cfg: TrainConfig, cuda: bool):
     text = str(cfg.devices).strip()
     if text == "auto":
         return "auto"
-    if cuda:
-        import torch
-
-        have, what = torch.cuda.device_count(), "GPU(s)"
-    else:
-        have, what = cpu_count(), "CPU cores"
+    have, what = (machine.gpus, "GPU(s)") if cuda else (machine.cores, "CPU cores")
     if "," in text:
         picked = [int(d) for d in text.split(",") if d.strip()]
         if not cuda:
@@ -356,10 +445,22 @@ def make_plan(
 
         edits = [list(row.values()) for row in read_table(paths.edits, ours=True, empty_ok=True).rows]
     asked = cfg.finetune
-    cfg = resolve(cfg, splits, model)
+    machine = Machine.here()
+    cfg = resolve(cfg, splits, model, machine, blocks_for(cfg, model, len(splits.classes)))
     model.probe(cfg.num_classes, cfg.image_size)
-    cuda = uses_cuda(cfg)
-    devices = parse_devices(cfg, cuda)
+    cuda = uses_cuda(cfg, machine)
+    devices = parse_devices(cfg, cuda, machine)
+    world = cfg.num_nodes * (
+        len(devices)
+        if isinstance(devices, list)
+        else machine.gpus
+        if devices == "auto" and cuda
+        else 1
+        if devices == "auto"
+        else devices
+    )
+    if cfg.sampler == "balanced" and world > 1:
+        raise ImgclsError("--sampler balanced runs in one process only (use --class-weights balanced with DDP)")
     if cfg.task == "multilabel" and splits.task == "single":
         splits = as_multilabel(splits)
     splits, bad = scan_splits(splits, strict=cfg.strict)
@@ -374,6 +475,7 @@ def make_plan(
         task=cfg.task,
         keep=parse_finetune(cfg.finetune),
         cuda=cuda,
+        accelerator=lightning_accelerator(cfg, cuda),
         devices=devices,
         splits=splits,
         bad=tuple(bad),

@@ -106,6 +106,7 @@ def features(splits: DatasetSplits, samples: list[Sample], *, model: str, image_
     from imgcls.data.transforms import build_eval_transform, build_train_transform
     from imgcls.engine.features import get_features, targets_array
     from imgcls.models.blocks import split
+    from imgcls.models.registry import feature_identity
     from imgcls.plan import ModelChoice
 
     choice = ModelChoice.parse(model)
@@ -113,7 +114,7 @@ def features(splits: DatasetSplits, samples: list[Sample], *, model: str, image_
         raise ImgclsError(f"--model {model} has no pretrained weights; check-data needs a pretrained backbone")
     size = image_size or choice.info.default_image_size
     backbone = split(choice.build(len(splits.classes), pretrained=True, image_size=size).eval(), 0)[0]
-    identity = {"model": model, "pretrained": True, "weights": choice.info.weights, "cut": "head"}
+    identity = feature_identity(model, choice.info, pretrained=True, seed=0, cut="head")
     # The same targets training stores under the same key (a head-only run with --seed 0 shares the entry).
     labels = targets_array(samples, len(splits.classes) if splits.task == "multilabel" else None)
     common = dict(image_size=size, seed=0, identity=identity, workers=workers, labels=labels)

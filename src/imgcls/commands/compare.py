@@ -6,61 +6,20 @@ checkpoint. The report is built from the run folders alone (``imgcls report`` re
 
 from __future__ import annotations
 
-import re
 import time
-from dataclasses import replace
 from pathlib import Path
 
 from imgcls.core.config import TrainConfig
 from imgcls.core.errors import ImgclsError
 from imgcls.core.files import read_json, write_json
 from imgcls.core.rundir import RunPaths, clear_run, folder_state, read_metrics
-from imgcls.models.registry import spec_to_dirname
+from imgcls.plan import variant_config, variant_dirname
 
 REFERENCE_MODELS = ["efficientnet_b0", "vit_b_16", "attn_cnn:num_heads=8", "attn_cnn:num_heads=4"]
 DEMO_MODELS = ["efficientnet_lite0", "vit_tiny", "attn_cnn:num_heads=8", "attn_cnn:num_heads=4"]
 # The embedded default: sized so the whole comparison takes a few minutes on 2 CPU cores.
 DEMO_DATA = {"per_class": 80, "size": 48, "seed": 0}
 DEMO_TRAIN = {"epochs": 6, "image_size": 48, "augment": "light"}
-
-
-def parse_variant(spec: str) -> tuple[str, dict]:
-    """``MODEL_SPEC[+field=value]...``: a model spec plus recipe fields for this variant alone, e.g.
-    ``attn_cnn:num_heads=8+freeze=attn`` or ``efficientnet_lite0+finetune=full`` (list values: a,b)."""
-    from imgcls.core.config import FIELDS, coerce
-
-    model, *extras = spec.split("+")
-    overrides = {}
-    for item in extras:
-        key, eq, value = item.partition("=")
-        key = key.strip().replace("-", "_")
-        if not eq or key not in FIELDS or key in ("model", "data", "out"):
-            raise ImgclsError(
-                f"bad variant {spec!r}: {item!r} is not field=value for a recipe field "
-                "(e.g. +freeze=attn, +finetune=full, +lr=3e-4)"
-            )
-        overrides[key] = coerce(key, value.strip())
-    return model.strip(), overrides
-
-
-def variant_dirname(spec: str) -> str:
-    model, overrides = parse_variant(spec)
-    extra = "".join(f"-{k}{','.join(v) if isinstance(v, list) else v}" for k, v in overrides.items())
-    return spec_to_dirname(model) + re.sub(r"[^A-Za-z0-9,._=-]+", "_", extra)
-
-
-def variant_config(base: TrainConfig, spec: str, out: Path) -> TrainConfig:
-    """The base recipe for one variant. A comparison-wide --feature-cache does not apply to variants that
-    train whole (nothing frozen to cache): they train from images."""
-    from imgcls.models.registry import get_model_info, parse_model_spec
-    from imgcls.plan import asked_finetune
-
-    model, overrides = parse_variant(spec)
-    cfg = replace(base, model=model, out=str(out), **overrides)
-    if cfg.feature_cache and "feature_cache" not in overrides:
-        if asked_finetune(cfg, get_model_info(parse_model_spec(model)[0])) == "full":
-            cfg = replace(cfg, feature_cache=None)
-    return cfg
 
 
 def demo_data_dir(cache: Path | None = None) -> Path:
@@ -85,12 +44,12 @@ def demo_data_dir(cache: Path | None = None) -> Path:
 
 
 def run_state(paths: RunPaths, epochs: int) -> str:
-    """'done', 'partial' (resumable) or 'new'."""
+    """'done', 'interrupted' (it resumes from its last checkpoint) or 'new'."""
     if paths.summary.is_file() and paths.last.is_file():
         summary = read_json(paths.summary)
         if summary.get("complete") and (summary.get("epochs_completed") == epochs or summary.get("early_stopped")):
             return "done"
-    return "partial" if paths.last.is_file() else "new"
+    return "interrupted" if paths.last.is_file() else "new"
 
 
 class EtaPrinter:
@@ -184,16 +143,16 @@ def compare(
         if state == "done":
             print(f"[{i}/{len(specs)}] {spec}: already finished, not retrained ({paths.root})")
         else:
-            verb = "resuming" if state == "partial" else "training"
+            verb = "resuming" if state == "interrupted" else "training"
             print(f"[{i}/{len(specs)}] {verb} {spec}{when}")
-            if state == "partial":
+            if state == "interrupted":
                 cfg = resume_config(paths.root, {"epochs": wanted.epochs, "workers": wanted.workers})
             else:
                 cfg = wanted
             same_data = (cfg.val_split, cfg.seed) == (base.val_split, base.seed)
             train(
                 cfg,
-                resume=state == "partial",
+                resume=state == "interrupted",
                 progress=progress,
                 on_epoch=lambda rows, spec=spec: _print_eta(eta, spec, rows),
                 splits=splits if state == "new" and same_data else None,
@@ -223,13 +182,14 @@ def _stale_variants(base: TrainConfig, specs: list[str], runs: list[RunPaths], s
     """{spec: (paths, differing fields)} for variants whose saved config is not the requested one
     (fields a resume may change, like --epochs, do not count)."""
     from imgcls.core.config import differing_fields, load_run_config
-    from imgcls.plan import resolve
+    from imgcls.plan import Machine, planned_config
 
     stale = {}
+    machine = Machine.here()
     for spec, paths in zip(specs, runs):
         if not paths.config.is_file():
             continue
-        wanted = resolve(variant_config(base, spec, paths.root), splits)
+        wanted = planned_config(variant_config(base, spec, paths.root), splits, machine)
         saved = load_run_config(paths.config)
         fields = [
             f"--{f.replace('_', '-')} {getattr(saved, f)!r} -> {getattr(wanted, f)!r}"

@@ -82,7 +82,7 @@ class TrainConfig:
     finetune: str | None = opt(
         None, "head (frozen backbone) | full; default head when pretrained", check=_check_finetune
     )
-    # Recipe knobs beyond the reference (all off by default: the seed's recipe trains exactly as before).
+    # Recipe knobs beyond the reference (all off by default: the reference recipe trains exactly as written).
     optimizer: str = opt("adam", "optimizer", choices=("adam", "adamw", "sgd"))
     momentum: float = opt(0.9, "SGD momentum", lo=0, hi=1, hi_open=True)
     nesterov: bool = opt(False, "Nesterov momentum for SGD")

@@ -10,6 +10,11 @@ def cpu_count() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
+def default_workers() -> int:
+    """DataLoader workers: one core stays with the main process (the model); the rest decode (2 cores: 1)."""
+    return max(0, min(8, cpu_count() - 1))
+
+
 def global_rank() -> int:
     """This process's rank in a multi-process run (0 when alone), known from the launcher's environment
     before any process group exists."""

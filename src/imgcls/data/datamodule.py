@@ -25,6 +25,7 @@ class ImageDataModule(L.LightningDataModule):
         start_epoch: int = 0,
         num_classes: int | None = None,
         eval_crop: bool = True,
+        pin_memory: bool = False,
     ):
         """``start_epoch``: the first epoch this fit runs (a resumed run's next one); ``num_classes``:
         multi-label targets are multi-hot vectors this long; ``eval_crop``: validation centre-crops."""
@@ -32,6 +33,7 @@ class ImageDataModule(L.LightningDataModule):
         self._val: DataLoader | None = None  # validation's loader, made once its workers are started
         self.num_classes = num_classes
         self.eval_crop = eval_crop
+        self.pin_memory = pin_memory
         self.balanced = balanced
         self.start_epoch = start_epoch
         self.splits = splits
@@ -42,8 +44,10 @@ class ImageDataModule(L.LightningDataModule):
         self.seed = seed
 
     def _shard(self) -> dict:
+        """Where this process's share of the batches goes: its rank of the world, and pinned memory or not."""
         t = self.trainer
-        return {"rank": t.global_rank, "world": t.world_size} if t is not None else {}
+        place = {"pin_memory": self.pin_memory}
+        return {"rank": t.global_rank, "world": t.world_size, **place} if t is not None else place
 
     def train_dataloader(self) -> DataLoader:
         ds = ImageDataset(

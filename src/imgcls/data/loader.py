@@ -7,13 +7,7 @@ from __future__ import annotations
 import torch
 from torch.utils.data import DataLoader
 
-from imgcls.core.system import cpu_count
 from imgcls.data.dataset import collate_skip_bad
-
-
-def default_workers() -> int:
-    """One core stays with the main process (the model); the rest decode. 2 cores -> 1 worker."""
-    return max(0, min(8, cpu_count() - 1))
 
 
 class ShardSampler(torch.utils.data.Sampler):
@@ -113,17 +107,14 @@ def make_loader(
     collate=collate_skip_bad,
     epoch: int = 0,
     persistent: bool | None = None,
+    pin_memory: bool = False,
 ) -> DataLoader:
     """``shuffle`` (training): an ``EpochSampler`` starting at ``epoch``; else every item once, in order
     (sharded without padding across processes). ``labels`` (training only): draw samples with probability 1 / (their
     class's size), so every class is seen about equally often in an epoch (with replacement; the epoch
     keeps its length)."""
     sampler = None
-    if labels is not None:
-        if world > 1:
-            from imgcls.core.errors import ImgclsError
-
-            raise ImgclsError("--sampler balanced runs in one process only (use --class-weights balanced with DDP)")
+    if labels is not None:  # one process only: the plan refuses --sampler balanced under DDP
         counts = torch.bincount(torch.tensor(labels))
         weights = 1.0 / counts[torch.tensor(labels)].double()
         sampler = EpochSampler(len(labels), seed=seed or 0, weights=weights, epoch=epoch)
@@ -142,7 +133,7 @@ def make_loader(
         # copy-on-write snapshot of its whole heap alive (a Lite1 fine-tune at 240 px: 8-9 GB more per
         # worker, out of memory on a 24 GB machine). One-pass loaders (prediction) do not persist.
         persistent_workers=workers > 0 and (shuffle if persistent is None else persistent),
-        pin_memory=torch.cuda.is_available(),
+        pin_memory=pin_memory,  # the plan's (or the predictor's device's) choice: only for a CUDA model
         collate_fn=collate,
         # A last training batch of one image would make BatchNorm raise (no batch statistics): drop it.
         drop_last=shuffle and per_process > batch_size and per_process % batch_size == 1,

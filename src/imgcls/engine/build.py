@@ -15,7 +15,7 @@ def build_module(plan: RunPlan) -> ClassifierModule:
     with the feature cache, by batches of its cached output); full: the whole model trains."""
     cfg = plan.cfg
     model = plan.model.build(cfg.num_classes, pretrained=cfg.pretrained, image_size=cfg.image_size)
-    prefix, suffix = split(model, plan.keep) if plan.partial else (None, None)
+    prefix, suffix = split(model, plan.keep) if plan.cut else (None, None)
     class_weights = pos_weight = None
     labels = [s.label for s in plan.splits.train]
     if cfg.class_weights == "balanced":
@@ -42,6 +42,10 @@ def build_module(plan: RunPlan) -> ClassifierModule:
             f"--freeze {' '.join(cfg.freeze or [])} freezes everything --finetune {cfg.finetune} would train: "
             "nothing is left to train"
         )
+    if cfg.batch_size == 1 and module.train().has_batchnorm:  # before the run folder is written
+        raise ImgclsError(
+            f"--batch-size 1 cannot train {cfg.model}: its BatchNorm layers need at least 2 images a batch"
+        )
     return module
 
 
@@ -67,6 +71,7 @@ def image_datamodule(plan: RunPlan, progress: bool = True):
         start_epoch=plan.start_epoch,
         num_classes=cfg.num_classes,
         eval_crop=cfg.eval_crop,
+        pin_memory=plan.pin_memory,
     )
     if cfg.data_pipeline == "tensor":
         from imgcls.data.tensor_pipeline import TensorDataModule
@@ -98,4 +103,5 @@ def feature_datamodule(plan: RunPlan, module: ClassifierModule):
         balanced=cfg.sampler == "balanced",
         start_epoch=plan.start_epoch,
         num_classes=cfg.num_classes if plan.task == "multilabel" else None,
+        pin_memory=plan.pin_memory,
     )

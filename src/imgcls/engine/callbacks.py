@@ -93,7 +93,7 @@ class RunFilesCallback(Callback):
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._t0 = time.perf_counter()
-        self._lr = trainer.optimizers[0].param_groups[0]["lr"]
+        self._lr = pl_module.effective_lr()
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking:

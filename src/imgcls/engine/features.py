@@ -201,11 +201,13 @@ class FeatureDataModule(L.LightningDataModule):
         balanced=False,
         start_epoch=0,
         num_classes=None,
+        pin_memory=False,
     ):
         """``num_classes``: multi-label targets, stored as multi-hot rows this long."""
         super().__init__()
         self.start_epoch = start_epoch
         self.num_classes = num_classes
+        self.pin_memory = pin_memory
         self.backbone, self.splits = backbone, splits
         self.train_transform, self.eval_transform = train_transform, eval_transform
         self.views, self.batch_size, self.seed = views, batch_size, seed
@@ -268,6 +270,7 @@ class FeatureDataModule(L.LightningDataModule):
             rank=t.global_rank,
             world=t.world_size,
             labels=labels,
+            pin_memory=self.pin_memory,
         )
 
     def train_dataloader(self) -> DataLoader:

@@ -23,16 +23,15 @@ def lr_find(cfg: TrainConfig, plot: str | Path, *, steps: int = 100, min_lr: flo
         raise ImgclsError("lr-find needs --model and --data")
     if not 0 < min_lr < max_lr:
         raise ImgclsError(f"need 0 < --min-lr < --max-lr (got {min_lr}, {max_lr})")
-    plan = make_plan(cfg, write=False)
-    # The search trains from images with a constant learning rate between its own steps.
-    plan = replace(plan, cfg=replace(plan.cfg, feature_cache=0, scheduler="plateau", warmup_epochs=0.0))
+    # The search trains from images with a constant learning rate between its own steps: planned so.
+    plan = make_plan(replace(cfg, feature_cache=0, scheduler="plateau", warmup_epochs=0.0), write=False)
     cfg = plan.cfg
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     module = build_module(plan)
     data = image_datamodule(plan)
     trainer = L.Trainer(
         max_epochs=10_000,
-        accelerator=cfg.accelerator,
+        accelerator=plan.accelerator,
         devices=1,
         logger=False,
         precision=cfg.precision,

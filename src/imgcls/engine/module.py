@@ -1,4 +1,5 @@
-"""The LightningModule: cross-entropy, torchmetrics accuracy, Adam + ReduceLROnPlateau on val_loss."""
+"""The LightningModule: the model cut at its fine-tune point, the recipe's loss, optimizer, schedule and
+warm-up (``recipe.py``), and the validation metrics (accuracy, or mAP for multi-label) best.ckpt is chosen by."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from torch import nn
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
-from imgcls.engine.recipe import TrainLoss, build_optimizer, build_schedule
+from imgcls.engine.recipe import TrainLoss, build_optimizer, build_schedule, warmup_scale, warmup_steps
 from imgcls.models.freeze import apply_freeze, freeze_eval_mode
 
 
@@ -40,7 +41,7 @@ class FrozenPrefix:
 
 
 @dataclass
-class _Views:
+class _Parts:
     suffix: nn.Module | None
     prefix: nn.Module | None = None
 
@@ -70,7 +71,7 @@ class ClassifierModule(L.LightningModule):
         """
         super().__init__()
         self.model = model
-        self.views = _Views(suffix, prefix)  # not registered: the weights are saved once, under model.*
+        self.parts = _Parts(suffix, prefix)  # not registered: the weights are saved once, under model.*
         self.prefix = FrozenPrefix(prefix, recipe.image_size) if prefix is not None and not cached else None
         self.recipe = recipe
         self.multilabel = getattr(recipe, "task", "single") == "multilabel"
@@ -97,7 +98,7 @@ class ClassifierModule(L.LightningModule):
             self.val_score = MulticlassAccuracy(num_classes, average="micro")
             self.val_score2 = MulticlassAccuracy(num_classes, top_k=5, average="micro") if num_classes >= 6 else None
         self.frozen = list(frozen or [])
-        if self.partial:
+        if self.cut:
             self.model.requires_grad_(False)
             self.suffix.requires_grad_(True)
         apply_freeze(self.model, self.frozen)
@@ -107,21 +108,22 @@ class ClassifierModule(L.LightningModule):
         return any(isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training for m in self.suffix.modules())
 
     @property
-    def partial(self) -> bool:
-        return self.views.suffix is not None
+    def cut(self) -> bool:
+        """The model is cut: a frozen prefix feeds the part that trains (head-only or last:N)."""
+        return self.parts.suffix is not None
 
     @property
     def frozen_part(self) -> nn.Module | None:
         """The frozen prefix as a module (what the feature cache stores the outputs of)."""
-        return self.views.prefix
+        return self.parts.prefix
 
     @property
     def suffix(self) -> nn.Module:
-        return self.model if self.views.suffix is None else self.views.suffix
+        return self.model if self.parts.suffix is None else self.parts.suffix
 
     def train(self, mode: bool = True):
         super().train(mode)
-        if self.partial:
+        if self.cut:
             # Frozen part: BatchNorm keeps its ImageNet statistics and Dropout stays off.
             self.model.eval()
             self.suffix.train(mode)
@@ -211,18 +213,25 @@ class ClassifierModule(L.LightningModule):
     def configure_optimizers(self):
         optimizer = build_optimizer(self.param_groups(), self.recipe)
         total = int(self.trainer.estimated_stepping_batches)
-        per_epoch = max(1, total // max(1, self.trainer.max_epochs))
-        schedule = build_schedule(optimizer, self.recipe, total, per_epoch)
-        self.warmup_steps = schedule.pop("warmup_steps", 0)
-        if self.warmup_steps:
-            for group in optimizer.param_groups:
-                group["lr"] = group["base_lr"] * 0.01
-        return {"optimizer": optimizer, "lr_scheduler": schedule}
+        self.warmup = warmup_steps(self.recipe, max(1, total // max(1, self.trainer.max_epochs)))
+        return {"optimizer": optimizer, "lr_scheduler": build_schedule(optimizer, self.recipe, total, self.warmup)}
 
     def optimizer_step(self, epoch, batch_idx, optimizer, optimizer_closure=None):
-        # Warm-up for the plateau schedule (cosine and one-cycle carry their own): scale the lr linearly.
-        step = self.trainer.global_step
-        if getattr(self, "warmup_steps", 0) and step < self.warmup_steps:
-            for group in optimizer.param_groups:
-                group["lr"] = group["base_lr"] * (0.01 + 0.99 * min(1.0, (step + 1) / self.warmup_steps))
-        super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
+        # Warm-up, whatever the schedule: this step runs at the schedule's rate times the warm-up scale, and
+        # the schedule's own rate is put back after it (the schedule never sees the scaling).
+        scale = warmup_scale(self.trainer.global_step, getattr(self, "warmup", 0))
+        if scale == 1.0:
+            return super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
+        scheduled = [group["lr"] for group in optimizer.param_groups]
+        for group in optimizer.param_groups:
+            group["lr"] *= scale
+        try:
+            super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
+        finally:
+            for group, lr in zip(optimizer.param_groups, scheduled):
+                group["lr"] = lr
+
+    def effective_lr(self) -> float:
+        """The learning rate the next step runs at (the head's group): the schedule's, warmed up."""
+        lr = self.trainer.optimizers[0].param_groups[0]["lr"]
+        return lr * warmup_scale(self.trainer.global_step, getattr(self, "warmup", 0))

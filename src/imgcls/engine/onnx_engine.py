@@ -103,6 +103,10 @@ class TorchRunner:
         self.model = model.eval().to(memory_format=torch.channels_last)
         self.file = file
 
+    @property
+    def device(self) -> torch.device:
+        return _device(self.model)
+
     @torch.no_grad()
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         device = _device(self.model)

@@ -409,15 +409,21 @@ def predict_samples(
     """
     if tta not in (None, "flip"):
         raise ImgclsError(f"--tta {tta!r}: only flip is offered")
+    from imgcls.core.system import default_workers
     from imgcls.data.dataset import ImageDataset
-    from imgcls.data.loader import default_workers, make_loader
+    from imgcls.data.loader import make_loader
 
     dataset = ImageDataset(
         samples, transform or predictor.transform, with_index=True, num_classes=len(predictor.classes)
     )
     workers = default_workers() if workers is None else workers
+    on_gpu = getattr(getattr(predictor.run, "device", None), "type", "cpu") == "cuda"
     loader = make_loader(
-        dataset, batch_size=batch_size, workers=min(workers, max(0, len(samples) // batch_size)), shuffle=False
+        dataset,
+        batch_size=batch_size,
+        workers=min(workers, max(0, len(samples) // batch_size)),
+        shuffle=False,
+        pin_memory=on_gpu,
     )
     outputs, kept = [], []
     for batch in loader:

@@ -18,29 +18,35 @@ def build_optimizer(params, cfg) -> torch.optim.Optimizer:
     return cls(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
-def build_schedule(optimizer, cfg, total_steps: int, steps_per_epoch: int) -> dict:
-    """A Lightning ``lr_scheduler`` entry. Warm-up rises linearly from 1% of the lr; ``plateau`` keeps the
-    recipe's ReduceLROnPlateau on val_loss once warm-up is over."""
-    warmup = int(round(cfg.warmup_epochs * steps_per_epoch))
+def warmup_steps(cfg, steps_per_epoch: int) -> int:
+    return int(round(cfg.warmup_epochs * steps_per_epoch))
+
+
+def warmup_scale(step: int, warmup: int) -> float:
+    """The one warm-up, for every schedule: a step's learning rate is the schedule's times this, rising
+    linearly from 1% at the first step to 100% when warm-up ends (``ClassifierModule.optimizer_step``)."""
+    return 1.0 if step >= warmup else 0.01 + 0.99 * step / warmup
+
+
+def build_schedule(optimizer, cfg, total_steps: int, warmup: int = 0) -> dict:
+    """A Lightning ``lr_scheduler`` entry: the recipe's ReduceLROnPlateau on val_loss, a cosine decay per
+    step (starting when warm-up ends, ``warmup`` steps in), or one-cycle. Warm-up itself is not here."""
     if cfg.scheduler == "onecycle":
-        pct = min(0.5, max(warmup / max(1, total_steps), 1e-3)) if warmup else 0.3
         sched = torch.optim.lr_scheduler.OneCycleLR(
-            optimizer, max_lr=[g["lr"] for g in optimizer.param_groups], total_steps=max(1, total_steps), pct_start=pct
+            optimizer, max_lr=[g["lr"] for g in optimizer.param_groups], total_steps=max(1, total_steps)
         )
         return {"scheduler": sched, "interval": "step"}
     if cfg.scheduler == "cosine":
 
         def factor(step: int) -> float:
-            if step < warmup:
-                return 0.01 + 0.99 * step / warmup
-            progress = (step - warmup) / max(1, total_steps - warmup)
+            progress = max(0, step - warmup) / max(1, total_steps - warmup)
             return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
         return {"scheduler": torch.optim.lr_scheduler.LambdaLR(optimizer, factor), "interval": "step"}
     plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(
         optimizer, mode="min", factor=cfg.plateau_factor, patience=cfg.plateau_patience
     )
-    return {"scheduler": plateau, "monitor": "val_loss", "warmup_steps": warmup}
+    return {"scheduler": plateau, "monitor": "val_loss"}
 
 
 class TrainLoss(nn.Module):

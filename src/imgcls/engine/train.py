@@ -86,10 +86,6 @@ def fit(
     cfg, paths = plan.cfg, plan.paths
     datamodule = build_datamodule(plan, module, progress=progress)
     module.train()
-    if cfg.batch_size == 1 and module.has_batchnorm:
-        raise ImgclsError(
-            f"--batch-size 1 cannot train {cfg.model}: its BatchNorm layers need at least 2 images a batch"
-        )
     static = static_summary(plan, module)
     if cfg.compile:
         module.model.compile()  # in place: the state_dict keys, and so the checkpoints, stay the same
@@ -103,7 +99,7 @@ def fit(
         f"{len(plan.splits.val)} for validation), {cfg.image_size}px, finetune={cfg.finetune}, "
         f"{static['trainable_params']:,}/{static['params']:,} trainable params -> {paths.root}"
     )
-    if module.partial:
+    if module.cut:
         say("the frozen part stays in eval mode on purpose: its BatchNorm keeps the pretrained statistics")
     with warnings.catch_warnings():
         # Lightning's hint to raise num_workers does not fit small CPU machines; we pick them ourselves.

@@ -108,7 +108,7 @@ def make_trainer(
         torch.set_float32_matmul_precision("high")  # TF32 matmuls for whatever runs outside autocast
     return L.Trainer(
         max_epochs=cfg.epochs,
-        accelerator=cfg.accelerator,
+        accelerator=plan.accelerator,
         devices=plan.devices,
         num_nodes=cfg.num_nodes,
         strategy=cfg.strategy,

@@ -127,3 +127,10 @@ def create_model(
 
 def get_head(model: nn.Module, name: str) -> nn.Module:
     return model.get_submodule(get_model_info(name).head)
+
+
+def feature_identity(spec: str, info: ModelInfo, *, pretrained: bool, seed: int, cut: str) -> dict:
+    """What a frozen prefix's outputs depend on besides the files and the transform: the feature cache's
+    key for training (``plan``) and ``check-data`` alike, so a head-only run and a check share entries."""
+    weights = info.weights if pretrained else f"random-init-seed{seed}"
+    return {"model": spec, "pretrained": pretrained, "weights": weights, "cut": cut}
