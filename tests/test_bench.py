@@ -2,7 +2,12 @@
 
 import json
 
-from bench.run import TARGETS, run_bench
+import pytest
+
+from bench.measures import GPU_MODELS, MEASURES, Measure
+from bench.run import TARGETS, plan, run_bench
+from bench.settings import Result
+from imgcls.core.errors import ImgclsError
 
 
 def test_quick_bench_writes_every_measure(tmp_path):
@@ -22,29 +27,26 @@ def test_quick_bench_writes_every_measure(tmp_path):
     assert "tensor pipeline on cpu" in pipeline["imgcls_note"]
 
 
-def test_only_runs_the_named_measures_and_cuda_needs_a_gpu(tmp_path, monkeypatch):
-    import pytest
+def test_only_runs_the_named_measures_and_borrows_baselines(monkeypatch):
     import torch
 
     import bench.run as bench
-    from imgcls.core.errors import ImgclsError
 
     ran = []
 
-    def fake_worker(measure, side, args, env):  # the worker protocol itself runs in the test above
-        ran.append((measure, side))
-        return {"value": 2.0, "unit": "img/s", "peak_rss_mb": 1.0, "worker_peak_rss_mb": 0.0, "note": "n"}
+    def fake_run(m: Measure, side, settings, env):  # the process protocol itself runs in the test above
+        ran.append((m.name, side))
+        return Result(2.0, "img/s", note="n", peak_rss_mb=1.0)
 
-    monkeypatch.setattr(bench, "_run_worker", fake_worker)
     monkeypatch.setattr(bench, "make_photos", lambda root, n: None)
-    results = run_bench(quick=True, images=24, batch_size=8, workers=0, only=["pipeline"])
+    results = run_bench(quick=True, images=24, batch_size=8, workers=0, only=["pipeline"], run=fake_run)
     (m,) = results["measures"]
     assert m["name"] == "pipeline" and m["unit"] == "img/s" and m["imgcls_note"] == "n"
     assert ran == [("pipeline", "baseline"), ("pipeline", "imgcls")]
     ran.clear()
-    run_bench(quick=True, images=24, batch_size=8, workers=0, only=["partial"])  # borrows full_finetune's baseline
-    assert ran == [("full_finetune", "baseline"), ("partial", "imgcls")]
-    monkeypatch.undo()
+    (m,) = run_bench(quick=True, images=24, batch_size=8, workers=0, only=["partial"], run=fake_run)["measures"]
+    assert ran == [("full_finetune", "baseline"), ("partial", "imgcls")]  # borrowed, and per epoch
+    assert m["unit"] == "s/epoch" and m["baseline"] == pytest.approx(24 / 2.0)
     with pytest.raises(ImgclsError, match="no such measure"):
         run_bench(quick=True, only=["warp_speed"])
     if not torch.cuda.is_available():
@@ -52,37 +54,30 @@ def test_only_runs_the_named_measures_and_cuda_needs_a_gpu(tmp_path, monkeypatch
             run_bench(quick=True, accelerator="cuda")
 
 
-def test_gpu_plan_covers_the_reference_models():
-    from bench.run import GPU_MODELS, _plan
-
-    names = [p[0] for p in _plan("cuda", None)]
+def test_the_table_names_each_measure_once_per_accelerator():
+    names = [m.name for m in plan("cuda", None)]
     assert names == ["pipeline", "head_epoch", *(f"full_finetune:{m}" for m in GPU_MODELS), "inference"]
-    assert {p[2].get("model") for p in _plan("cuda", None) if p[1] == "gpu_full_finetune"} == set(GPU_MODELS)
-    assert [p[0] for p in _plan("cpu", ["partial"])] == ["partial"]
+    assert {m.model for m in plan("cuda", None) if m.name.startswith("full_finetune:")} == set(GPU_MODELS)
+    for accelerator in ("cpu", "cuda"):
+        rows = [m for m in MEASURES if m.accelerator == accelerator]
+        assert len({m.name for m in rows}) == len(rows)
+        assert all((m.baseline is None) == (m.borrow is not None) for m in rows)
 
 
-def test_gpu_bench_measures_run_on_cpu_tensors(tmp_path, monkeypatch):
-    """The GPU plan's worker functions, run on the CPU with tiny sizes: their code runs here, their
-    numbers come from a GPU machine (scripts/gpu-check.sh)."""
-    from bench import worker as bench_worker
-    from bench.run import make_photos
+def test_gpu_measures_run_on_cpu_tensors(tmp_path, monkeypatch):
+    """The GPU table's sides, run on the CPU with tiny sizes: their code runs here, their numbers come from
+    a GPU machine (scripts/gpu-check.sh)."""
+    from bench.settings import Settings, make_photos
+    from bench.worker import measure
 
     monkeypatch.setenv("IMGCLS_ENGINE", "torch")  # no ONNX export of the frozen backbone: seconds saved
     make_photos(tmp_path / "data", 22)
-    a = dict(
-        data=str(tmp_path / "data"),
-        tmp=str(tmp_path),
-        batch_size=4,
-        workers=0,
-        repeats=1,
-        full_images=8,
-        device="cpu",
-        model="efficientnet_b0",
-        image_size=32,
-    )
-    # The baseline sides are _baseline_loop, which the quick bench above runs already.
-    full = bench_worker.measure_gpu_full_finetune("imgcls", a)
-    head = bench_worker.measure_gpu_head_epoch("imgcls", a)
-    assert full["unit"] == "img/s" and full["value"] > 0
-    assert head["unit"] == "s/10k img" and head["value"] > 0
-    assert full["gpu_busy"] is None  # no CUDA events without a GPU
+    s = Settings(
+        data=str(tmp_path / "data"), tmp=str(tmp_path), images=22, batch_size=4, workers=0, repeats=1,
+        min_seconds=0.0, min_batches=1, full_images=8, device="cpu", image_size=32,
+    )  # fmt: skip
+    # The baseline sides are the reference loop, which the quick bench above runs already.
+    full = measure("full_finetune:efficientnet_b0", "cuda", "imgcls", s)
+    head = measure("head_epoch", "cuda", "imgcls", s)
+    assert full.unit == "img/s" and full.value > 0 and full.gpu_busy is None  # no CUDA events without a GPU
+    assert head.unit == "s/10k img" and head.value > 0
