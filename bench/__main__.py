@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
 
+from imgcls.cli import OneLineParser
 from imgcls.core.errors import ImgclsError
 
 
 def main(argv: list[str] | None = None) -> int:
     from bench.run import run_bench
 
-    p = argparse.ArgumentParser(
-        prog="python -m bench", description="imgcls's fast paths against a reference-style loop"
-    )
+    p = OneLineParser(prog="python -m bench", description="imgcls's fast paths against a reference-style loop")
     p.add_argument("--quick", action="store_true", help="a run of about a minute (CI)")
     p.add_argument("--json", help="also write the results as JSON to this file")
     p.add_argument("--images", type=int, help="training images (default 512, quick 64)")
@@ -28,7 +26,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--only", help="comma-separated measures to run (default: all for the accelerator)")
     p.add_argument("--image-size", type=int, default=224, help="px (224: the reference; less only for smoke runs)")
-    args = p.parse_args(argv)
+    try:
+        args = p.parse_args(argv)
+    except SystemExit as exit_:
+        return int(exit_.code or 0)
     try:
         results = run_bench(
             quick=args.quick,

@@ -28,71 +28,88 @@ def one_line_exit_2(capsys, argv):
 
 
 @pytest.mark.parametrize(
-    "extra",
+    "extra, message",
     [
-        ["--lr", "-1"],
-        ["--lr", "nan"],
-        ["--weight-decay", "-0.5"],
-        ["--plateau-factor", "1"],
-        ["--seed", "1e20"],
-        ["--precision", "fp12"],
-        ["--accelerator", "tpu"],
-        ["--strategy", "fsdp9"],
-        ["--num-nodes", "0"],
-        ["--workers", "-1"],
-        ["--image-size", "100000"],
-        ["--epochs", "inf"],
-        ["--epochs", "0"],
-        ["--batch-size", "x"],
-        ["--val-split", "1.5"],
-        ["--finetune", "last:0"],
-        ["--devices", "many"],
-        ["--model", "attn_cnn:num_heads=0"],
-        ["--model", "attn_cnn:num_heads=3"],
-        ["--model", "nope"],
-        ["--freeze", "no_such_module"],
-        ["--config", "/nonexistent.yaml"],
-        ["--feature-cache", "-2"],
-        ["--unknown-flag"],
-        ["--pretrained", "--no-pretrained", "--num-classes", "3"],
-        ["--data-pipeline", "gpu"],
-        ["--decode-size", "4"],
-        ["--data-pipeline", "tensor", "--augment", "light"],
-        ["--lr-decay", "0"],
-        ["--lr-decay", "1.5"],
-        ["--model", "efficientnet_lite0", "--cutmix", "1", "--feature-cache", "2"],
+        (["--lr", "-1"], "--lr must be > 0 and <= 10, got -1"),
+        (["--lr", "nan"], "--lr: bad value nan (must be a finite number)"),
+        (["--weight-decay", "-0.5"], "--weight-decay must be between 0 and 10, got -0.5"),
+        (["--plateau-factor", "1"], "--plateau-factor must be between 0 and 1, both excluded, got 1"),
+        (["--seed", "1e20"], "--seed must be between 0 and 4,294,967,295, got 1e20"),
+        (["--precision", "fp12"], "--precision: fp12 is not one of 32-true"),
+        (["--accelerator", "tpu"], "--accelerator: tpu is not one of auto, cpu"),
+        (["--strategy", "fsdp9"], "--strategy: fsdp9 is not one of auto, ddp"),
+        (["--num-nodes", "0"], "--num-nodes must be between 1 and 4096, got 0"),
+        (["--workers", "-1"], "--workers must be between 0 and 256, got -1"),
+        (["--image-size", "100000"], "--image-size must be between 16 and 2048, got 100000"),
+        (["--epochs", "inf"], "--epochs: bad value inf (must be a finite number)"),
+        (["--epochs", "0"], "--epochs must be between 1 and 100000, got 0"),
+        (["--batch-size", "x"], "--batch-size: bad value x (expected a whole number)"),
+        (["--val-split", "1.5"], "--val-split must be between 0 and 1, both excluded, got 1.5"),
+        (["--finetune", "last:0"], "--finetune: bad value last:0 (expected head, full or last:N"),
+        (["--devices", "many"], "--devices: bad value many (expected a count"),
+        (["--model", "attn_cnn:num_heads=0"], "num_heads must be a whole number >= 1, got 0"),
+        (["--model", "attn_cnn:num_heads=3"], "width 256 is not divisible by num_heads 3"),
+        (["--model", "nope"], "unknown model 'nope'; valid models: attn_cnn"),
+        (["--freeze", "no_such_module"], "--freeze 'no_such_module' matches no module or parameter"),
+        (["--config", "/nonexistent.yaml"], "config file not found: /nonexistent.yaml"),
+        (["--feature-cache", "-2"], "--feature-cache must be between 0 and 256, got -2"),
+        (["--unknown-flag"], "unrecognized arguments: --unknown-flag"),
+        (
+            ["--pretrained", "--no-pretrained", "--num-classes", "3"],
+            "--num-classes 3 does not match the data: 11 classes",
+        ),
+        (["--data-pipeline", "gpu"], "--data-pipeline: gpu is not one of auto, workers, tensor"),
+        (["--decode-size", "4"], "--decode-size must be between 16 and 8192, got 4"),
+        (["--data-pipeline", "tensor", "--augment", "light"], "--data-pipeline tensor implements --augment reference"),
+        (["--lr-decay", "0"], "--lr-decay must be > 0 and <= 1, got 0"),
+        (["--lr-decay", "1.5"], "--lr-decay must be > 0 and <= 1, got 1.5"),
+        (
+            ["--model", "efficientnet_lite0", "--cutmix", "1", "--feature-cache", "2"],
+            "--cutmix cuts boxes out of images",
+        ),
     ],
 )
-def test_bad_training_arguments(capsys, demo_data, tmp_path, extra):
+def test_bad_training_arguments(capsys, demo_data, tmp_path, extra, message):
     argv = ["train", "--data", str(demo_data), "--out", str(tmp_path / "r"), "--epochs", "1", "--image-size", "32"]
     if "--model" not in extra:
         argv += ["--model", "attn_cnn"]
-    one_line_exit_2(capsys, argv + extra)
+    assert message in one_line_exit_2(capsys, argv + extra)
 
 
 @pytest.mark.parametrize(
-    "extra",
+    "extra, message",
     [
-        ["--only", "nope"],
-        ["--accelerator", "tpu"],
-        ["--images", "x"],
-        ["--images", "-5"],
-        ["--batch-size", "0"],
-        ["--workers", "-1"],
+        (["--only", "nope"], "--only nope: no such measure for --accelerator cpu"),
+        (["--accelerator", "tpu"], "argument --accelerator: invalid choice: 'tpu'"),
+        (["--images", "x"], "argument --images: invalid int value: 'x'"),
+        (["--images", "-5"], "--images -5: use 22 or more"),
+        (["--batch-size", "0"], "--batch-size 0: use 2 or more"),
+        (["--workers", "-1"], "--workers -1: use 0 or more"),
     ],
 )
-def test_bad_bench_arguments(capsys, extra):
-    one_line_exit_2(capsys, ["bench", "--quick", *extra])
+def test_bad_bench_arguments(capsys, extra, message):
+    from bench.__main__ import main as bench
+
+    assert bench(["--quick", *extra]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
 
 
 @pytest.mark.parametrize(
-    "yaml_text",
-    ["1: 2\n", "epochs: .inf\n", "lr: [1, 2]\n", "model: attn_cnn\nepochs: -3\n", "!!python/object:os.system x\n"],
+    "yaml_text, message",
+    [
+        ("1: 2\n", "option names must be words, got 1"),
+        ("epochs: .inf\n", "--epochs: bad value inf (must be a finite number)"),
+        ("lr: [1, 2]\n", "--lr: bad value [1, 2] (expected float)"),
+        ("model: attn_cnn\nepochs: -3\n", "--epochs must be between 1 and 100000, got -3"),
+        ("!!python/object:os.system x\n", "not valid YAML"),
+    ],
 )
-def test_bad_yaml_configs(capsys, demo_data, tmp_path, yaml_text):
+def test_bad_yaml_configs(capsys, demo_data, tmp_path, yaml_text, message):
     path = tmp_path / "c.yaml"
     path.write_text(yaml_text)
-    one_line_exit_2(capsys, ["train", "--model", "attn_cnn", "--data", str(demo_data), "--config", str(path)])
+    argv = ["train", "--model", "attn_cnn", "--data", str(demo_data), "--config", str(path)]
+    assert message in one_line_exit_2(capsys, argv)
 
 
 def test_a_second_training_into_the_same_folder_is_refused_with_the_pid(demo_data, tmp_path):
@@ -211,7 +228,8 @@ def test_a_last_batch_of_one_image_trains(tmp_path, model, n):
 def test_damaged_metrics_or_checkpoint_on_resume(capsys, demo_data, tmp_path):
     paths = train_tiny(demo_data, tmp_path / "r", epochs=1)
     paths.metrics.write_text("epoch,garbage\nx,1\n")
-    one_line_exit_2(capsys, ["train", "--resume", str(paths.root), "--epochs", "2"])
+    line = one_line_exit_2(capsys, ["train", "--resume", str(paths.root), "--epochs", "2"])
+    assert "metrics.csv is damaged" in line and "delete it to go on" in line
     paths.metrics.unlink()
     import torch
 
@@ -225,7 +243,8 @@ def test_predict_edge_cases(capsys, caplog, tiny_run, demo_data, tmp_path):
     broken.mkdir()
     (broken / "a.jpg").write_bytes(b"no")
     (broken / "b.png").write_bytes(b"")
-    one_line_exit_2(capsys, ["predict", str(tiny_run), str(broken), "--out", str(tmp_path / "p.csv"), "--workers", "0"])
+    argv = ["predict", str(tiny_run), str(broken), "--out", str(tmp_path / "p.csv"), "--workers", "0"]
+    assert "none of the 2 input file(s) could be decoded" in one_line_exit_2(capsys, argv)
     nested = tmp_path / "nested"
     for sub in ("a", "b"):
         (nested / sub).mkdir(parents=True)
@@ -243,11 +262,17 @@ def test_model_json_that_was_edited(capsys, tiny_run, tmp_path):
     out = tmp_path / "e"
     export(tiny_run, "onnx", out=out)
     info = json.loads((out / "model.json").read_text())
-    for broken in ({**info, "classes": "cat"}, {**info, "image_size": -4}, [1, 2], {**info, "image_size": True}):
+    for broken, message in (
+        ({**info, "classes": "cat"}, "'classes' must be a list of at least two names"),
+        ({**info, "image_size": -4}, "'image_size' must be a whole number of pixels"),
+        ([1, 2], "expected a JSON object (made by imgcls export), found list"),
+        ({**info, "image_size": True}, "'image_size' must be a whole number of pixels"),
+    ):
         (out / "model.json").write_text(json.dumps(broken))
-        one_line_exit_2(capsys, ["predict", str(out / "model.onnx"), str(tmp_path), "--out", str(tmp_path / "p.csv")])
+        argv = ["predict", str(out / "model.onnx"), str(tmp_path), "--out", str(tmp_path / "p.csv")]
+        assert message in one_line_exit_2(capsys, argv)
     (out / "model.json").write_text("{not json")
-    one_line_exit_2(capsys, ["serve", str(out / "model.onnx"), "--port", "1"])
+    assert "model.json: not valid JSON" in one_line_exit_2(capsys, ["serve", str(out / "model.onnx"), "--port", "1"])
 
 
 def test_many_classes_evaluate_and_report_stay_small(tmp_path):

@@ -148,14 +148,21 @@ def test_demo_data_never_writes_over_a_users_folder(tmp_path, capsys, layout):
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1
     assert ("not empty" in err) if layout != "file" else ("is a file" in err)
     assert {p: p.read_bytes() for p in [target, *target.rglob("*")] if p.is_file()} == before
-    assert not list(tmp_path.glob(".*partial"))
+    assert not list(tmp_path.glob(".*partial*"))
 
 
-@pytest.mark.parametrize("extra", [["--per-class", "0"], ["--size", "1"], ["--size", "99999"]])
-def test_demo_data_bad_sizes(tmp_path, capsys, extra):
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--per-class", "0"], "--per-class must be between 2 and 100000, got 0"),
+        (["--size", "1"], "--size must be between 16 and 1024, got 1"),
+        (["--size", "99999"], "--size must be between 16 and 1024, got 99999"),
+    ],
+)
+def test_demo_data_bad_sizes(tmp_path, capsys, extra, message):
     assert main(["demo-data", str(tmp_path / "d"), *extra]) == 2
     err = capsys.readouterr().err
-    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1 and message in err
     assert not (tmp_path / "d").exists()
 
 

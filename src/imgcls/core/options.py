@@ -117,7 +117,10 @@ def _coerce_scalar(kind: type, value: Any, split: bool = True) -> Any:
         raise ValueError(f"expected {kind.__name__}")
     if kind is str:
         return str(value)
-    number = float(value) if isinstance(value, str) else value
+    try:
+        number = float(value) if isinstance(value, str) else value
+    except ValueError:
+        raise ValueError("expected a whole number" if kind is int else "expected a number") from None
     if isinstance(number, float) and not math.isfinite(number):
         raise ValueError("must be a finite number")
     if kind is int:
