@@ -12,7 +12,13 @@ LAYERS = ["core", "data|models", "plan", "engine", "report", "commands", "api", 
 FOLDERS = {"core": 0, "data": 1, "models": 1, "plan": 2, "engine": 3, "report": 4, "commands": 5, "api": 6}
 FOLDERS |= {"": 6, "cli": 7, "__main__": 7}  # the package's __init__ is the API's front door
 # The registry imports its builder modules to fill itself, and they import its decorator: plugin registration.
-PLUGIN_CYCLE = {"models.registry", "models.attn_cnn", "models.timm_models", "models.torchvision_models"}
+PLUGIN_CYCLE = {
+    "models.registry",
+    "models.attn_cnn",
+    "models.ensemble",
+    "models.timm_models",
+    "models.torchvision_models",
+}
 
 
 def _modules() -> dict[str, Path]:

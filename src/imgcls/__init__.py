@@ -12,6 +12,7 @@ from imgcls.core.errors import ImgclsError
 
 __version__ = "0.1.0"
 _API = (
+    "AutoResult",
     "Comparison",
     "DataCheck",
     "Evaluation",
@@ -27,6 +28,7 @@ _API = (
     "load",
     "loadtest",
     "lr_find",
+    "auto",
     "available_models",
     "open_run",
     "predict",

@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 
 from imgcls.commands import options as cmd
 from imgcls.core import options
 from imgcls.core.config import TrainConfig
 from imgcls.core.errors import ImgclsError
+
+STARTED = time.monotonic()  # auto's budget is the command's whole wall clock, imports included
 
 
 def _values(args, *classes, drop: tuple[str, ...] = ()) -> dict:
@@ -90,6 +93,30 @@ def cmd_compare(args) -> int:
     result = api.compare(recipe.pop("data", None), **_values(args, cmd.CompareOptions), **recipe)
     if global_rank() == 0:  # under torchrun only rank 0 writes the report
         print(f"open {result.report_path} in a browser (or read {result.path / 'report.md'})")
+    return 0
+
+
+def cmd_auto(args) -> int:
+    import imgcls.api as api
+
+    recipe = _recipe(args)
+    result = api.auto(recipe.pop("data", None), started=STARTED, **_values(args, cmd.AutoOptions), **recipe).result
+    b, h = result["best"], result["held_out"]
+    metric = next(k for k in b if k.startswith("val_"))
+    if result["ensemble"]:
+        members = ", ".join(f"{t} (x{w})" if w > 1 else str(t) for t, w in result["ensemble"]["members"])
+        what = f"an ensemble of trials {members}: validation {metric} {result['ensemble']['value']:.4f}"
+    else:
+        views = f" from {b['views']} cached view(s)" if b["views"] else ""
+        what = f"trial {b['trial']}, {b['model']} {b['finetune']}{views}, lr {b['lr']:.1e}: validation {metric} {b[metric]:.4f}"
+    print(
+        f"winner: {what}; {h['split']} {h['metric']} {h['value']:.4f} on {h['images']} images (scored once) -> "
+        f"{result['best_run']}"
+    )
+    print(
+        f"{len(result['leaderboard'])} trials in the study; {result['seconds']:.0f}s of the {result['time_limit']:.0f}s "
+        f"limit; report: {result['report']}"
+    )
     return 0
 
 
@@ -246,6 +273,13 @@ COMMANDS = [
     ("train", cmd_train, (cmd.RunOptions,), "train one model into a run folder"),
     ("lr-find", cmd_lr_find, (cmd.LrFindOptions,), "learning-rate range test (Lightning's Tuner): plot and suggestion"),
     ("compare", cmd_compare, (cmd.CompareOptions,), "train several models with one recipe and build a report"),
+    (
+        "auto",
+        cmd_auto,
+        (cmd.AutoOptions,),
+        "the best model for the data within a time budget: an Optuna search over backbones, fine-tune depth, "
+        "cached views and learning rate",
+    ),
     ("report", cmd_report, (cmd.ReportOptions,), "rebuild a comparison report from its run folders"),
     (
         "check-data",
@@ -270,14 +304,18 @@ COMMANDS = [
     ),
     ("loadtest", cmd_loadtest, (cmd.LoadtestOptions,), "bounded load test of a running imgcls serve on loopback"),
 ]
-RECIPE = {"train": set(), "lr-find": {"out"}, "compare": {"model", "out"}}  # compare's --out: its own
+# The TrainConfig flags each command takes: compare's and auto's --out are their own; auto searches the rest.
+RECIPE = {"train": set(), "lr-find": {"out"}, "compare": {"model", "out"}, "auto": set(cmd.AUTO_SEARCHED)}
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = OneLineParser(prog="imgcls", description="Train, evaluate, compare and serve image classifiers.")
+    # No abbreviations: `auto --lr 0.1` must not quietly mean --lr-decay (auto has no --lr).
+    parser = OneLineParser(
+        prog="imgcls", description="Train, evaluate, compare and serve image classifiers.", allow_abbrev=False
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, func, classes, help_ in COMMANDS:
-        p = sub.add_parser(name, help=help_)
+        p = sub.add_parser(name, help=help_, allow_abbrev=False)
         if name == "train":
             p.add_argument(
                 "--resume",

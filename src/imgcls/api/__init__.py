@@ -1,6 +1,7 @@
 """The Python API: what the CLI and the notebook share. Every function checks its keywords as the
 matching command checks its flags, and raises ``ImgclsError`` with the CLI's one-line message."""
 
+from imgcls.api.auto import AutoResult, auto
 from imgcls.api.comparison import Comparison, compare, report
 from imgcls.api.data import DataCheck, available_models, check_data, demo_data
 from imgcls.api.evaluation import Evaluation, evaluate
@@ -9,6 +10,7 @@ from imgcls.api.runs import Run, open_run, train
 from imgcls.api.tools import loadtest, lr_find
 
 __all__ = [
+    "AutoResult",
     "Comparison",
     "DataCheck",
     "Evaluation",
@@ -24,6 +26,7 @@ __all__ = [
     "load",
     "loadtest",
     "lr_find",
+    "auto",
     "available_models",
     "open_run",
     "predict",

@@ -62,6 +62,63 @@ class CompareOptions(RunOptions):
     retrain: bool = opt(False, "start over the variants whose saved config differs from the requested one")
 
 
+def parse_duration(text: str) -> float:
+    """``90s``, ``10m``, ``1h``, ``1h30m``, ``1.5h`` or plain seconds -> seconds (> 0)."""
+    import re
+
+    value = str(text).strip().lower()
+    if re.fullmatch(r"\d+(\.\d+)?", value):
+        seconds = float(value)
+    else:
+        parts = re.findall(r"(\d+(?:\.\d+)?)\s*(h|m|s)", value)
+        if not parts or "".join(f"{n}{u}" for n, u in parts) != value.replace(" ", ""):
+            raise ValueError("expected a duration such as 90s, 10m, 1h or 1h30m (or plain seconds)")
+        seconds = sum(float(n) * {"h": 3600, "m": 60, "s": 1}[u] for n, u in parts)
+    if not seconds > 0:
+        raise ValueError("a time limit must be more than 0 seconds")
+    return seconds
+
+
+def _check_duration(value: str) -> str | None:
+    try:
+        parse_duration(value)
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
+# Training options auto searches (or sets per trial) rather than taking from the user.
+AUTO_SEARCHED = ("model", "out", "finetune", "feature_cache", "lr", "epochs", "pretrained")
+
+
+@dataclass(kw_only=True)
+class AutoOptions(RunOptions):
+    time_limit: str | None = opt(
+        None,
+        "wall-clock budget of the whole command, extraction and the winner's evaluation included: 90s, 10m, 1h, "
+        "1h30m or plain seconds (required; running the same command again continues with what is left)",
+        check=_check_duration,
+    )
+    out: str | None = opt(None, "the search's folder (default runs/auto-<data folder name>)")
+    models: list[str] | None = opt(
+        None,
+        "backbones to consider besides EfficientNet-Lite0/1/2 (model specs, timm:/tv: names included)",
+        nargs="+",
+        metavar="SPEC",
+    )
+    metric: str = opt(
+        "auto",
+        "validation metric the search maximises (val_loss: minimises); auto: val_acc, or val_mAP for multi-label",
+        choices=("auto", "val_acc", "val_mAP", "val_loss"),
+    )
+    storage: str | None = opt(
+        None,
+        "Optuna storage URL shared by every process of the search (default: sqlite:///OUT/study.db); e.g. "
+        "postgresql://user@host/db, or journal:///shared/disk/study.log",
+    )
+    study: str | None = opt(None, "the study's name in the storage (default: the --out folder's name)")
+
+
 @dataclass(kw_only=True)
 class LrFindOptions:
     config: str | None = like(RunOptions, "config")

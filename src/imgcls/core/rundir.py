@@ -171,6 +171,7 @@ RUN_FILES = (
     "inference.json",
     "thresholds.json",
     "data_edits.csv",
+    "validation_probs.npz",
 )
 RUN_DIRS = ("checkpoints", "eval", "export", "explain")
 LOCK_NAME = ".lock"

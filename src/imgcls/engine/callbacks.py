@@ -235,3 +235,48 @@ class EpochSeed(Callback):
         random.seed(s)
         np.random.seed(s % 2**32)
         torch.manual_seed(s)
+
+
+class ValidationProbabilities(Callback):
+    """``RUN/validation_probs.npz``: the validation split's probabilities at the best epoch so far (the one
+    best.ckpt holds; ties keep the earlier epoch), in the split's order. What ``imgcls auto`` builds an
+    ensemble of its best trials from, without running them again. One process only (validation is sharded
+    under DDP)."""
+
+    def __init__(self, paths: RunPaths, monitor: str, mode: str = "max"):
+        self.path = paths.root / "validation_probs.npz"
+        self.monitor, self.mode = monitor, mode
+        self.best: float | None = None
+        self.batches: list[torch.Tensor] = []
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.path.is_file():  # a resumed run: its best so far
+            import numpy as np
+
+            with np.load(self.path) as saved:
+                self.best = float(saved["value"])
+
+    def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.batches = []
+
+    def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
+        if isinstance(outputs, torch.Tensor):
+            self.batches.append(outputs.float().cpu())
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking or trainer.world_size > 1 or not self.batches:
+            return
+        value = trainer.callback_metrics.get(self.monitor)
+        if value is None:
+            return
+        value = float(value)
+        better = self.best is None or (value > self.best if self.mode == "max" else value < self.best)
+        if not better:
+            return
+        import numpy as np
+
+        logits = torch.cat(self.batches)
+        probs = logits.sigmoid() if pl_module.multilabel else logits.softmax(1)
+        self.best = value
+        record = {"probs": probs.numpy(), "epoch": trainer.current_epoch + 1, "value": value}
+        atomic_write(self.path, lambda fh: np.savez(fh, **record), binary=True)

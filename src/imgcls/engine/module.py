@@ -186,6 +186,7 @@ class ClassifierModule(L.LightningModule):
         if self.val_score2 is not None:
             self.val_score2.update(logits, target)
             self.log(second, self.val_score2, on_epoch=True, batch_size=n)
+        return logits.detach()  # for callbacks that keep the validation outputs (ValidationProbabilities)
 
     def epoch_train_metrics(self) -> dict[str, float]:
         """Train loss and accuracy (multi-label: micro-F1) of the epoch so far (synced across processes)."""

@@ -21,6 +21,7 @@ import torch
 from PIL import Image
 from torch import nn
 
+from imgcls.core.deadline import check as check_deadline
 from imgcls.core.errors import ImgclsError
 from imgcls.core.files import read_json
 from imgcls.core.rundir import DEFAULT_THRESHOLD, RunPaths
@@ -427,6 +428,7 @@ def predict_samples(
     )
     outputs, kept = [], []
     for batch in loader:
+        check_deadline()  # a search's trial may be out of time in the middle of an extraction
         if batch is None:
             continue
         x, _, idx = batch

@@ -18,6 +18,7 @@ class ModelInfo:
     min_image_size: int = 32
     fixed_image_size: bool = False  # pretrained weights only work at default_image_size
     description: str = ""
+    hidden: bool = False  # built from a run's record, never chosen by a user (the ensemble)
 
     @property
     def has_weights(self) -> bool:

@@ -28,6 +28,7 @@ def register_model(
     weights: str | None = None,
     min_image_size: int = 32,
     fixed_image_size: bool = False,
+    hidden: bool = False,
 ):
     def decorator(fn: Callable[..., nn.Module]):
         name = fn.__name__
@@ -41,6 +42,7 @@ def register_model(
             weights=weights,
             min_image_size=min_image_size,
             fixed_image_size=fixed_image_size,
+            hidden=hidden,
             description=(fn.__doc__ or "").strip().splitlines()[0] if fn.__doc__ else "",
         )
         return fn
@@ -50,12 +52,13 @@ def register_model(
 
 def _ensure_loaded() -> None:
     # Importing the builder modules fills the registry.
-    from imgcls.models import attn_cnn, timm_models, torchvision_models  # noqa: F401
+    from imgcls.models import attn_cnn, ensemble, timm_models, torchvision_models  # noqa: F401
 
 
 def list_models() -> list[str]:
+    """The models a user chooses from (hidden ones, like the ensemble, are built from a run's record)."""
     _ensure_loaded()
-    return sorted(_REGISTRY)
+    return sorted(name for name, info in _REGISTRY.items() if not info.hidden)
 
 
 def get_model_info(name: str) -> ModelInfo:
@@ -67,7 +70,7 @@ def get_model_info(name: str) -> ModelInfo:
         return hub_info(name)
     if name not in _REGISTRY:
         raise ImgclsError(
-            f"unknown model {name!r}; valid models: {', '.join(sorted(_REGISTRY))}, or any timm:<name> / tv:<name>"
+            f"unknown model {name!r}; valid models: {', '.join(list_models())}, or any timm:<name> / tv:<name>"
         )
     return _REGISTRY[name]
 

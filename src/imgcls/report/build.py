@@ -193,9 +193,18 @@ figure.thumb img{margin:0;border:2px solid #eee}.gallery figure.thumb img{border
 """
 
 
-def build_report(root: str | Path) -> Path:
+def build_report(
+    root: str | Path,
+    *,
+    runs: list[Path] | None = None,
+    title: str = "Model comparison",
+    extra_html: str = "",
+    extra_md: str = "",
+) -> Path:
+    """report.html, report.md and summary.csv of ``root``'s run folders (or of ``runs``); ``extra_*``: a
+    section after the results (auto's search)."""
     root = Path(root)
-    variants = collect(root)
+    variants = collect(root, runs)
     files = root / "report_files"
     files.mkdir(exist_ok=True)
     rows = [table_row(v) for v in variants]
@@ -223,12 +232,13 @@ def build_report(root: str | Path) -> Path:
     )
 
     # Markdown
-    md = [f"# Model comparison: {root.name}", "", subtitle, "", "## Conclusion", ""]
+    md = [f"# {title}: {root.name}", "", subtitle, "", "## Conclusion", ""]
     md += [f"- {line}" for line in lines]
     cols = columns(variants)
     headers = [h.format(split=_eval_split(variants) or "per variant") for _, h, _ in cols]
     md += ["", "## Results", "", "| " + " | ".join(headers) + " |", "|" + "---|" * len(cols)]
     md += ["| " + " | ".join(_fmt(f, r[k]) for k, _, f in cols) + " |" for r in rows]
+    md += ["", extra_md] if extra_md else []
     md += [
         "",
         "## Curves",
@@ -263,8 +273,8 @@ def build_report(root: str | Path) -> Path:
     )
     engines = ", ".join(sorted({v.inference.get("engine", "pytorch") for v in variants if v.inference})) or "none"
     page = f"""<!doctype html><html lang="en"><head><meta charset="utf-8">
-<title>imgcls comparison: {html.escape(root.name)}</title><style>{CSS}</style></head><body>
-<h1>Model comparison: {html.escape(root.name)}</h1><p class="note">{html.escape(subtitle)}</p>
+<title>{html.escape(title)}: {html.escape(root.name)}</title><style>{CSS}</style></head><body>
+<h1>{html.escape(title)}: {html.escape(root.name)}</h1><p class="note">{html.escape(subtitle)}</p>
 <h2>Conclusion</h2><ul class="concl">{"".join(f"<li>{_md_bold_to_html(line)}</li>" for line in lines)}</ul>
 <h2>Results</h2><table><thead><tr>{head}</tr></thead><tbody>{body_rows}</tbody></table>
 <p class="note">{split_note}total train time is every second the variant needed: the epochs (training + validation)
@@ -273,7 +283,7 @@ plus computing the frozen part's cached features, shown separately, and decoding
 when --compile is on, falls in the first epoch); flagged variants are not ranked;
 inference img/s is the forward pass at batch 32 on this machine, decoding excluded, in the engine that evaluate, predict and
 serve use ({html.escape(engines)}). Every number comes from the
-variant's metrics.csv, summary.json, eval/ and inference.json.</p>
+variant's metrics.csv, summary.json, eval/ and inference.json.</p>{extra_html}
 <h2>Training curves</h2>{_img_tag(figs["curves"], "training curves")}
 <div class="grid">{_img_tag(figs["overlay"], "validation accuracy overlay")}{_img_tag(figs["tradeoff"], "trade-off")}</div>
 <h2>Per variant: confusion matrix, per-class accuracy, errors and examples</h2>{sections}

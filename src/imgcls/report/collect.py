@@ -76,12 +76,13 @@ def _ordered_run_dirs(root: Path) -> list[Path]:
     return found
 
 
-def collect(root: str | Path) -> list[Variant]:
+def collect(root: str | Path, runs: list[Path] | None = None) -> list[Variant]:
+    """The variants of a comparison folder (its run folders, in compare.json's order), or of ``runs``."""
     root = Path(root)
     if not root.is_dir():
         raise ImgclsError(f"comparison folder not found: {root}")
     variants = []
-    for run_dir in _ordered_run_dirs(root):
+    for run_dir in runs if runs is not None else _ordered_run_dirs(root):
         paths = RunPaths(run_dir)
         rows = read_metrics(paths.metrics)
         if not rows:
