@@ -12,6 +12,13 @@ import pytest
 from PIL import Image
 
 os.environ.setdefault("IMGCLS_OFFLINE", "1")  # tests never download
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # One core per pytest-xdist worker (make test runs two): threads beyond that only fight each other.
+    os.environ["OMP_NUM_THREADS"] = "1"
+    os.environ["MKL_NUM_THREADS"] = "1"
+    import torch
+
+    torch.set_num_threads(1)
 # Nothing a test does reaches the user's ~/.cache/imgcls: the session's shared fixtures (made before any
 # test's own cache exists) use this folder, and every test gets a cache of its own (below).
 SESSION_CACHE = Path(tempfile.mkdtemp(prefix="imgcls-test-cache-"))

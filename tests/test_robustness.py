@@ -142,6 +142,7 @@ def test_training_starts_with_the_heap_given_back(monkeypatch):
     def rss_mb() -> float:
         return int(open("/proc/self/statm").read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
+    release_memory()  # the heap as compact as it gets, whatever this process did before
     before = rss_mb()
     blocks = [np.ones(2**18) for _ in range(500)]  # 1 GB in 2 MB blocks, kept in the heap when freed
     del blocks

@@ -32,7 +32,7 @@ _API = (
     "available_models",
     "open_run",
     "predict",
-    "report",
+    "rebuild_report",
     "serve",
     "train",
 )

@@ -17,8 +17,6 @@ from imgcls.core import options
 from imgcls.core.config import TrainConfig
 from imgcls.core.errors import ImgclsError
 
-STARTED = time.monotonic()  # auto's budget is the command's whole wall clock, imports included
-
 
 def _values(args, *classes, drop: tuple[str, ...] = ()) -> dict:
     out = {}
@@ -100,7 +98,7 @@ def cmd_auto(args) -> int:
     import imgcls.api as api
 
     recipe = _recipe(args)
-    result = api.auto(recipe.pop("data", None), started=STARTED, **_values(args, cmd.AutoOptions), **recipe).result
+    result = api.auto(recipe.pop("data", None), started=args.started, **_values(args, cmd.AutoOptions), **recipe).result
     b, h = result["best"], result["held_out"]
     metric = next(k for k in b if k.startswith("val_"))
     if result["ensemble"]:
@@ -123,7 +121,7 @@ def cmd_auto(args) -> int:
 def cmd_report(args) -> int:
     import imgcls.api as api
 
-    print(f"wrote {api.report(args.dir)}")
+    print(f"wrote {api.rebuild_report(args.dir)}")
     return 0
 
 
@@ -334,7 +332,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    started = time.monotonic()  # auto's budget is the command's whole wall clock, from here
     args = build_parser().parse_args(argv)
+    args.started = started
     from imgcls.api.common import quiet_libraries
 
     quiet_libraries()

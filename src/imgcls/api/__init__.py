@@ -2,7 +2,7 @@
 matching command checks its flags, and raises ``ImgclsError`` with the CLI's one-line message."""
 
 from imgcls.api.auto import AutoResult, auto
-from imgcls.api.comparison import Comparison, compare, report
+from imgcls.api.comparison import Comparison, compare, rebuild_report
 from imgcls.api.data import DataCheck, available_models, check_data, demo_data
 from imgcls.api.evaluation import Evaluation, evaluate
 from imgcls.api.model import Model, Predictions, explain, export, load, predict, serve
@@ -30,7 +30,7 @@ __all__ = [
     "available_models",
     "open_run",
     "predict",
-    "report",
+    "rebuild_report",
     "serve",
     "train",
 ]

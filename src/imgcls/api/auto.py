@@ -25,7 +25,6 @@ def auto(
     study: str | None = None,
     config: str | None = None,
     force: bool = False,
-    progress: bool | None = None,
     started: float | None = None,
     **fields: Any,
 ) -> AutoResult:
@@ -49,7 +48,6 @@ def auto(
         study=study,
         config=config,
         force=force,
-        progress=progress,
     )
     opts = checked(AutoOptions, values, "imgcls.auto")
     check_names(TrainConfig, fields, where="imgcls.auto")

@@ -57,10 +57,14 @@ def compare(
     return Comparison(Path(report).parent)
 
 
-def report(folder: str | Path) -> Path:
-    """Rebuild a comparison's report from its run folders alone."""
+def rebuild_report(folder: str | Path) -> Path:
+    """Rebuild a comparison's (or an ``auto`` search's) report from its folder alone."""
     from imgcls.report.build import build_report
 
+    if (Path(folder) / "auto.json").is_file():
+        from imgcls.commands.auto import report_from_files
+
+        return report_from_files(Path(folder))
     return Path(build_report(folder))
 
 

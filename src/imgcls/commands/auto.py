@@ -139,10 +139,25 @@ def open_storage(url: str):
             path.parent.mkdir(parents=True, exist_ok=True)
             return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
         engine = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
-        return optuna.storages.RDBStorage(url, engine_kwargs=engine)
+        return _rdb(url, engine)
     except Exception as exc:  # noqa: BLE001 - drivers and SQLAlchemy raise their own types for a bad URL
         why = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
         raise ImgclsError(f"--storage {redact(url)}: cannot open it ({why})") from None
+
+
+def _rdb(url: str, engine: dict, attempts: int = 5):
+    """An RDB storage; processes that start on one empty database together race to create its tables
+    (one of them fails with a duplicate-key or already-exists error): such a failure is tried again."""
+    import optuna
+    from sqlalchemy.exc import IntegrityError, InternalError, ProgrammingError
+
+    for attempt in range(attempts):
+        try:
+            return optuna.storages.RDBStorage(url, engine_kwargs=engine)
+        except (IntegrityError, InternalError, ProgrammingError):
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.5 * (attempt + 1))  # the other process is creating the tables: let it finish
 
 
 # -- the budget --------------------------------------------------------------------------------------
@@ -199,7 +214,7 @@ class Invocation:
                 for r in current.get("invocations", [])
                 if not (r.get("host") == self.record["host"] and r.get("pid") == self.record["pid"])
             ]
-            self.meta = {**self.meta, "invocations": [*others, self.record]}
+            self.meta = {**self.meta, **current, "invocations": [*others, self.record]}
             write_json(self.out / "auto.json", self.meta)
 
 
@@ -665,7 +680,15 @@ def finalize(plan: Plan, study, say) -> dict:
             else:
                 folder = copy_best(Path(best["run"]), plan.out)
             held_out = _evaluate_best(plan, folder)
-            report = _report(plan, rows, best, held_out, chosen)
+            final = {
+                "metric": metric,
+                "best": best,
+                "held_out": held_out,
+                "ensemble": None if chosen is None else [[r["trial"], w] for r, w in chosen["members"]],
+                "ensemble_value": None if chosen is None else chosen["value"],
+            }
+            _record(plan.out, final)
+            report = report_from_files(plan.out)
         finally:
             fcntl.lockf(lock, fcntl.LOCK_UN)
     return {
@@ -714,23 +737,53 @@ def _evaluate_best(plan: Plan, folder: Path) -> dict:
     return {"split": split, "metric": key, "value": result[key], "images": result["images"]}
 
 
-def _report(plan: Plan, rows: list[dict], best: dict, held_out: dict, chosen: dict | None) -> Path:
+def _record(out: Path, final: dict) -> None:
+    """The search's outcome in auto.json (what ``imgcls report OUT`` rebuilds the report from)."""
+    meta = read_json(out / "auto.json", expect=dict)
+    write_json(out / "auto.json", {**meta, "result": final})
+
+
+def report_from_files(out: Path) -> Path:
+    """The report of a search from its folder alone: auto.json's outcome, leaderboard.csv, the run folders
+    (``imgcls report OUT`` calls this too)."""
+    from imgcls.core.tables import read_table
     from imgcls.report.auto_report import search_section
     from imgcls.report.build import build_report
 
-    metric = _metric(plan)
+    out = Path(out)
+    final = read_json(out / "auto.json", expect=dict).get("result")
+    if not isinstance(final, dict):
+        raise ImgclsError(f"{out}: the search has not finished (no result in auto.json); run imgcls auto again")
+    metric, best = final["metric"], final["best"]
+    rows = [_typed(r) for r in read_table(out / "leaderboard.csv", ours=True, exact=True, empty_ok=True).rows]
     others = [
         Path(r["run"])
         for r in rows
-        if r[metric] is not None
+        if r.get(metric) is not None
         and r["run"]
         and r["run"] != best["run"]
         and (Path(r["run"]) / "summary.json").is_file()
     ]
-    runs = [plan.out / "best", *others[:5]]
-    ensemble = None if chosen is None else [(r["trial"], w) for r, w in chosen["members"]], chosen and chosen["value"]
-    html, md = search_section(rows, best, held_out, metric=metric, folder=plan.out / "report_files", ensemble=ensemble)
-    return build_report(plan.out, runs=runs, title="imgcls auto", extra_html=html, extra_md=md)
+    ensemble = (final["ensemble"], final.get("ensemble_value")) if final.get("ensemble") else None
+    html, md = search_section(
+        rows, best, final["held_out"], metric=metric, folder=out / "report_files", ensemble=ensemble
+    )
+    return build_report(out, runs=[out / "best", *others[:5]], title="imgcls auto", extra_html=html, extra_md=md)
+
+
+def _typed(row: dict) -> dict:
+    """A leaderboard.csv row with its numbers as numbers (empty cells: None)."""
+    out = {}
+    for key, value in row.items():
+        if value == "":
+            out[key] = None
+        elif key in ("trial", "views", "epochs", "max_epochs"):
+            out[key] = int(float(value))
+        elif key in ("lr", "seconds", "predicted_s") or key.startswith("val_"):
+            out[key] = float(value)
+        else:
+            out[key] = value
+    return out
 
 
 # -- the command ----------------------------------------------------------------------------------------------

@@ -92,7 +92,9 @@ AUTO_SEARCHED = ("model", "out", "finetune", "feature_cache", "lr", "epochs", "p
 
 
 @dataclass(kw_only=True)
-class AutoOptions(RunOptions):
+class AutoOptions:
+    config: str | None = like(RunOptions, "config")
+    force: bool = opt(False, "write into an --out that holds other files")
     time_limit: str | None = opt(
         None,
         "wall-clock budget of the whole command, extraction and the winner's evaluation included: 90s, 10m, 1h, "
